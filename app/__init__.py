@@ -1,0 +1,126 @@
+"""The Flask shell around Tenure's engines: ``create_app`` binds everything."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from pathlib import Path
+
+from flask import Flask, g, request, send_from_directory
+from flask_babel import get_locale
+from swagger_ui_bundle import swagger_ui_path
+
+from config import Settings
+
+log = logging.getLogger(__name__)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def create_app(settings: Settings | None = None, **config_overrides: object) -> Flask:
+    """Build the app from settings (from the environment when not given)."""
+    from app import redis_client
+    from app.extensions import api, babel, csrf, db, limiter, login_manager, migrate
+
+    settings = settings or Settings.from_env()
+    app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.config.from_mapping(
+        SECRET_KEY=settings.secret_key,
+        TENURE_SETTINGS=settings,
+        TESTING=settings.testing,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_HTTPONLY=True,
+        API_TITLE="Tenure",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        # Served from the swagger-ui-bundle package: no CDN at run time.
+        OPENAPI_SWAGGER_UI_URL="/api/docs-assets/",
+        API_SPEC_OPTIONS={
+            "info": {"description": "Tenure's JSON API. Authenticate with `Bearer <API key>`."},
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+        },
+        RATELIMIT_STORAGE_URI=redis_client.limiter_storage_uri(settings),
+        RATELIMIT_KEY_PREFIX="tenure",
+        RATELIMIT_SWALLOW_ERRORS=True,
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_HEADERS_ENABLED=True,
+        BABEL_DEFAULT_LOCALE="en",
+        BABEL_DEFAULT_TIMEZONE=settings.timezone,
+    )
+    app.config.update(config_overrides)
+    if not app.config["TESTING"]:
+        logging.basicConfig(
+            level=settings.log_level,
+            format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_RequestIdFilter())
+
+    db.init_app(app, settings.database_url)
+    migrate.init_app(
+        app,
+        db,
+        directory=str(Path(__file__).resolve().parent.parent / "migrations"),
+        render_as_batch=True,
+        compare_type=True,
+    )
+    redis_client.init_app(app, settings)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    babel.init_app(app, locale_selector=_select_locale)
+    app.jinja_env.globals["get_locale"] = get_locale
+    api.init_app(app)
+
+    from app.api import register_api
+    from app.auth.web import bp as auth_bp
+    from app.cli import register_cli
+    from app.health import bp as health_bp
+    from app.web import bp as web_bp
+
+    register_api(api)
+    csrf.exempt(health_bp)
+    app.register_blueprint(health_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(web_bp)
+    register_cli(app)
+    _register_request_ids(app)
+
+    @app.get("/api/docs-assets/<path:filename>")
+    def docs_assets(filename: str):
+        return send_from_directory(swagger_ui_path, filename, max_age=86400)
+
+    return app
+
+
+def _select_locale() -> str | None:
+    from flask_login import current_user
+
+    if getattr(current_user, "locale", None):
+        return current_user.locale
+    return request.accept_languages.best_match(["zh_CN", "zh", "en"]) or "en"
+
+
+def _register_request_ids(app: Flask) -> None:
+    @app.before_request
+    def assign_request_id() -> None:
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def echo_request_id(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flask import has_request_context
+
+        if not hasattr(record, "request_id"):
+            record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True

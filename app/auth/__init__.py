@@ -1,0 +1,1 @@
+"""Marketer accounts and roles, API keys and their scopes."""

@@ -1,0 +1,141 @@
+"""Tenure's commands: ``flask --app wsgi <command>``.
+
+Bad input ends with one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+from redis import RedisError
+from rq import Worker
+from rq.cron import CronScheduler
+
+from app import clock, redis_server
+from app.auth.service import AuthError, create_api_key, create_user
+from app.extensions import db
+from app.redis_client import get_redis
+from workers import queues, runtime
+from workers.schedule import register_all
+
+
+def register_cli(app: Flask) -> None:
+    for command in (
+        create_user_command,
+        create_api_key_command,
+        worker_command,
+        cron_command,
+        redis_command,
+    ):
+        app.cli.add_command(command)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.command("create-user")
+@click.argument("email")
+@click.option("--role", required=True, type=click.Choice(["admin", "marketer", "analyst"]))
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@with_appcontext
+def create_user_command(email: str, role: str, password_stdin: bool) -> None:
+    """Create a marketer account; the password is prompted for unless --password-stdin."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = create_user(
+            db.session, email=email, password=password, role=role, actor="cli", now=clock.now()
+        )
+    except AuthError as exc:
+        db.session.rollback()
+        _fail(f"{exc.field}: {exc.message}")
+    db.session.commit()
+    click.echo(f"Created {user.role.value} {user.email}")
+
+
+@click.command("create-api-key")
+@click.argument("name")
+@click.option("--scopes", required=True, help="Comma-separated: ingest, read, write, admin.")
+@with_appcontext
+def create_api_key_command(name: str, scopes: str) -> None:
+    """Create an API key and print its secret, once: only a hash of it is kept."""
+    try:
+        key, secret = create_api_key(
+            db.session, name=name, scopes=scopes, actor="cli", now=clock.now()
+        )
+    except AuthError as exc:
+        db.session.rollback()
+        _fail(f"{exc.field}: {exc.message}")
+    db.session.commit()
+    click.echo(
+        f"Created API key {key.name!r} with scopes {key.scopes}. Keep it; it is shown once:",
+        err=True,
+    )
+    click.echo(secret)
+
+
+@click.command("worker")
+@click.option(
+    "--queue",
+    "-q",
+    "queue_names",
+    multiple=True,
+    help=f"Queues to listen on (default: {', '.join(queues.ALL)}).",
+)
+@click.option("--burst", is_flag=True, help="Stop once the queues are empty.")
+@click.option("--name", default=None, help="Worker name (default: host and pid).")
+@with_appcontext
+def worker_command(queue_names: tuple[str, ...], burst: bool, name: str | None) -> None:
+    """Run an RQ worker on the configured Redis (the embedded one when REDIS_URL is unset)."""
+    unknown = set(queue_names) - set(queues.ALL)
+    if unknown:
+        _fail(f"--queue: unknown queue {sorted(unknown)[0]!r}; choose from {', '.join(queues.ALL)}")
+    # The app is created before RQ forks a work horse per job (preload).
+    runtime.use_app(current_app._get_current_object())
+    connection = _redis_or_fail()
+    worker = Worker(list(queue_names or queues.ALL), connection=connection, name=name)
+    worker.work(burst=burst, with_scheduler=True)
+
+
+@click.command("cron")
+@with_appcontext
+def cron_command() -> None:
+    """Run RQ's cron scheduler with Tenure's periodic jobs (workers/schedule.py)."""
+    scheduler = CronScheduler(connection=_redis_or_fail())
+    register_all(scheduler)
+    scheduler.start()
+
+
+@click.command("redis")
+@click.argument("action", type=click.Choice(["start", "stop", "status"]))
+@with_appcontext
+def redis_command(action: str) -> None:
+    """Start, stop or check the embedded Redis (only when REDIS_URL is unset)."""
+    settings = current_app.config["TENURE_SETTINGS"]
+    if settings.redis_url is not None:
+        _fail("REDIS_URL is set: Tenure uses that server, not the embedded one")
+    path = settings.instance_path
+    if action == "start":
+        click.echo(redis_server.ensure_running(path))
+    elif action == "stop":
+        click.echo("stopped" if redis_server.stop(path) else "not running")
+    else:
+        running = redis_server.is_running(path)
+        click.echo(f"running at {redis_server.url_for(path)}" if running else "not running")
+        sys.exit(0 if running else 1)
+
+
+def _redis_or_fail():
+    try:
+        connection = get_redis()
+        connection.ping()
+    except (RedisError, redis_server.EmbeddedRedisError, OSError) as exc:
+        _fail(f"cannot reach Redis: {exc}")
+    return connection

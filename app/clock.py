@@ -1,0 +1,12 @@
+"""The time the web layer passes to engines: the wall clock unless a test fixes one."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import current_app
+
+
+def now() -> dt.datetime:
+    clock = current_app.config.get("TENURE_CLOCK")
+    return clock() if clock else dt.datetime.now(dt.UTC)

@@ -1,0 +1,114 @@
+"""One place where errors become answers: problem+json for the API, pages for people.
+
+Known errors (HTTP exceptions, validation errors, CSRF failures) map to 4xx; anything
+else is logged with the request id and answered with a 500 that shows no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Response, g, jsonify, render_template, request
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.http import HTTP_STATUS_CODES
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+JSON_PREFIXES = ("/api/", "/v1/")
+
+
+def wants_json() -> bool:
+    return request.path.startswith(JSON_PREFIXES) or request.path == "/healthz"
+
+
+def field_errors(messages: Any, location: str | None = None, prefix: str = "") -> list[dict]:
+    """Flatten marshmallow's nested error dict into [{field, in, message}]."""
+    out: list[dict] = []
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if location is None and key in (
+                "json",
+                "query",
+                "form",
+                "headers",
+                "files",
+                "view_args",
+            ):
+                out.extend(field_errors(value, key, prefix))
+            else:
+                name = f"{prefix}.{key}" if prefix else str(key)
+                out.extend(field_errors(value, location, name))
+    elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
+        for message in messages:
+            out.append({"field": prefix or None, "in": location or "json", "message": message})
+    elif isinstance(messages, list):
+        for item in messages:
+            out.extend(field_errors(item, location, prefix))
+    elif isinstance(messages, str):
+        out.append({"field": prefix or None, "in": location or "json", "message": messages})
+    return out
+
+
+def problem(
+    status: int, detail: str | None = None, errors: list[dict] | None = None, **extra: Any
+) -> Response:
+    """An RFC 9457 problem document."""
+    body: dict[str, Any] = {"type": "about:blank", "title": _title(status), "status": status}
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    body["request_id"] = getattr(g, "request_id", None)
+    body.update(extra)
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = PROBLEM_JSON
+    return response
+
+
+def _title(status: int) -> str:
+    return HTTP_STATUS_CODES.get(status, "Error")
+
+
+class TenureApi(Api):
+    """flask-smorest's Api with Tenure's error answers instead of its JSON format."""
+
+    def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
+        return handle_http_exception(error)
+
+
+def handle_http_exception(error: HTTPException):
+    code = error.code or 500
+    if code >= 500:
+        # Flask has logged the original exception; keep its message from the user.
+        error = InternalServerError() if not isinstance(error, InternalServerError) else error
+    data = getattr(error, "data", None) or {}
+    headers = dict(data.get("headers") or {})
+    if error.response is not None and code < 500:
+        headers.update(error.get_headers())
+    errors = field_errors(data.get("errors") or data.get("messages") or {})
+    if wants_json():
+        detail = data.get("message") or (error.description if code < 500 else None)
+        if code == 422 and errors:
+            detail = "The request has invalid fields: " + ", ".join(
+                sorted({str(e["field"]) for e in errors})
+            )
+        response = problem(code, detail, errors)
+        for name, value in headers.items():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
+    return (
+        render_template("error.html", status=code, title=_title(code), detail=_page_detail(error)),
+        code,
+        {k: v for k, v in headers.items() if k.lower() != "content-type"},
+    )
+
+
+def _page_detail(error: HTTPException) -> str | None:
+    if (error.code or 500) >= 500:
+        return None
+    return getattr(error, "description", None)

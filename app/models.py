@@ -1,0 +1,39 @@
+"""Every model of every package, imported so that Base.metadata knows all tables."""
+
+from app.auth.models import ApiKey, User
+from experiments.models import Assignment, Experiment, Exposure, Variant
+from journeys.models import Enrollment, Journey, JourneyVersion, Message, WebhookEndpoint
+from members.models import (
+    AuditEntry,
+    BenefitGrant,
+    ConsentRecord,
+    Event,
+    Member,
+    MemberFeatures,
+    PointsLot,
+    StageTransition,
+    Tier,
+)
+
+__all__ = [
+    "ApiKey",
+    "Assignment",
+    "AuditEntry",
+    "BenefitGrant",
+    "ConsentRecord",
+    "Enrollment",
+    "Event",
+    "Experiment",
+    "Exposure",
+    "Journey",
+    "JourneyVersion",
+    "Member",
+    "MemberFeatures",
+    "Message",
+    "PointsLot",
+    "StageTransition",
+    "Tier",
+    "User",
+    "Variant",
+    "WebhookEndpoint",
+]

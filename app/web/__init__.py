@@ -1,0 +1,7 @@
+"""Marketer pages: the shell, the overview, and the settings of this stage."""
+
+from flask import Blueprint
+
+bp = Blueprint("web", __name__)
+
+from app.web import audit, home, settings  # noqa: E402, F401  (routes register on bp)

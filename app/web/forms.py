@@ -1,0 +1,53 @@
+"""Forms of the settings pages."""
+
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField, SelectField, SelectMultipleField, StringField
+from wtforms.validators import DataRequired, Email, Length
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from app.auth.models import Role, Scope
+from app.auth.service import MIN_PASSWORD_LENGTH
+
+
+class ApiKeyForm(FlaskForm):
+    name = StringField(
+        _l("Name"),
+        validators=[DataRequired(), Length(max=100)],
+        description=_l("Who or what uses it, e.g. 'shop backend'"),
+    )
+    scopes = SelectMultipleField(
+        _l("Scopes"),
+        choices=[
+            (Scope.INGEST.value, _l("ingest: push members and events")),
+            (Scope.READ.value, _l("read: read members, results and decisions")),
+            (Scope.WRITE.value, _l("write: change journeys and experiments")),
+            (Scope.ADMIN.value, _l("admin: everything, including API keys")),
+        ],
+        validators=[DataRequired(message=_l("Choose at least one scope."))],
+        option_widget=CheckboxInput(),
+        widget=ListWidget(prefix_label=False),
+    )
+
+
+class RevokeForm(FlaskForm):
+    """Only the CSRF token: revoking takes no other input."""
+
+
+class UserForm(FlaskForm):
+    email = EmailField(_l("Email"), validators=[DataRequired(), Email()])
+    role = SelectField(
+        _l("Role"),
+        choices=[
+            (Role.MARKETER.value, _l("marketer: builds journeys and experiments")),
+            (Role.ANALYST.value, _l("analyst: reads everything, changes nothing")),
+            (Role.ADMIN.value, _l("admin: also manages users, keys and settings")),
+        ],
+    )
+    password = PasswordField(
+        _l("Initial password"),
+        validators=[DataRequired(), Length(min=MIN_PASSWORD_LENGTH)],
+        description=_l("At least %(n)d characters.", n=MIN_PASSWORD_LENGTH),
+    )

@@ -1,0 +1,125 @@
+"""Tenure's settings: read from the environment once, validated, then frozen.
+
+Every setting has a default that runs with zero set-up: a SQLite file and an
+embedded Redis under ``instance/``, and a secret key generated once and kept there.
+Tests and tools build a ``Settings`` themselves and pass it to ``create_app``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel.numbers import list_currencies
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_INSTANCE = ROOT / "instance"
+
+
+class ConfigError(ValueError):
+    """A setting has a value Tenure cannot run with; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str | None  # None: the embedded Redis under instance_path
+    secret_key: str
+    timezone: str = "Asia/Shanghai"
+    currency: str = "CNY"
+    instance_path: Path = DEFAULT_INSTANCE
+    login_limit: str = "10 per minute;50 per hour"
+    log_level: str = "INFO"
+    testing: bool = False
+
+    def __post_init__(self) -> None:
+        _check_database_url(self.database_url)
+        if self.redis_url is not None:
+            _check_redis_url(self.redis_url)
+        if len(self.secret_key) < 16:
+            raise ConfigError("SECRET_KEY must be at least 16 characters long")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"TENURE_TIMEZONE={self.timezone!r} is not an IANA time zone (e.g. Asia/Shanghai)"
+            ) from None
+        if self.currency not in list_currencies():
+            raise ConfigError(
+                f"TENURE_CURRENCY={self.currency!r} is not an ISO 4217 currency code (e.g. CNY)"
+            )
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError(
+                f"TENURE_LOG_LEVEL={self.log_level!r} must be DEBUG, INFO, WARNING or ERROR"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from environment variables, applying the defaults."""
+        env = os.environ if environ is None else environ
+        instance = Path(env.get("TENURE_INSTANCE_PATH") or DEFAULT_INSTANCE).resolve()
+        database_url = env.get("DATABASE_URL") or f"sqlite:///{instance / 'tenure.db'}"
+        secret_key = env.get("SECRET_KEY") or _instance_secret(instance)
+        return cls(
+            database_url=database_url,
+            redis_url=env.get("REDIS_URL") or None,
+            secret_key=secret_key,
+            timezone=env.get("TENURE_TIMEZONE") or "Asia/Shanghai",
+            currency=env.get("TENURE_CURRENCY") or "CNY",
+            instance_path=instance,
+            login_limit=env.get("TENURE_LOGIN_LIMIT") or cls.login_limit,
+            log_level=(env.get("TENURE_LOG_LEVEL") or "INFO").upper(),
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+_DB_SCHEMES = re.compile(r"^(sqlite|postgresql(\+psycopg)?)://")
+
+
+def _check_database_url(url: str) -> None:
+    if not _DB_SCHEMES.match(url):
+        raise ConfigError(
+            "DATABASE_URL must start with sqlite:/// or postgresql+psycopg:// "
+            f"(got {url.split('://')[0] or url!r}://...)"
+        )
+    if url.startswith("postgresql://"):
+        raise ConfigError(
+            "DATABASE_URL: write postgresql+psycopg://... (Tenure uses the psycopg 3 driver)"
+        )
+
+
+def _check_redis_url(url: str) -> None:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix:// (or be unset)")
+
+
+def _instance_secret(instance: Path) -> str:
+    """Return the secret key kept in instance/, generating it on first use.
+
+    Written to a temporary file and linked into place, so that two processes
+    starting at once agree on one key.
+    """
+    path = instance / "secret_key"
+    if not path.exists():
+        try:
+            instance.mkdir(parents=True, exist_ok=True)
+            tmp = instance / f".secret_key.{os.getpid()}"
+            tmp.write_text(secrets.token_urlsafe(48))
+            tmp.chmod(0o600)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        except OSError as exc:
+            raise ConfigError(f"SECRET_KEY is unset and {path} cannot be written: {exc}") from None
+    return path.read_text().strip()

@@ -1,0 +1,1 @@
+"""Experiments: benefit packages, stable assignment, causal lift. Framework-free."""

@@ -1,0 +1,1 @@
+"""Journeys and messaging: definitions, the enrollment engine, the outbox. Framework-free."""

@@ -1,0 +1,68 @@
+"""Tiers, points lots and benefit grants: the loyalty programme's ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from members.db import Base, BigId, utcnow
+
+
+class Tier(Base):
+    __tablename__ = "tiers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    rank: Mapped[int] = mapped_column(unique=True)
+    min_spend_365d: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    min_orders_30d: Mapped[int] = mapped_column(default=0)
+    benefits: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class PointsLot(Base):
+    """Points earned together, spent first-to-expire-first, expiring as a lot."""
+
+    __tablename__ = "points_lots"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    points: Mapped[int]
+    remaining: Mapped[int]
+    earned_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime | None]
+    source: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (Index(None, "member_id", "expires_at"),)
+
+
+class BenefitKind(enum.StrEnum):
+    COUPON = "coupon"
+    POINTS = "points"
+    MULTIPLIER = "multiplier"
+    FREE_SHIPPING = "free_shipping"
+    SERVICE = "service"
+
+
+class BenefitGrant(Base):
+    __tablename__ = "benefit_grants"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    kind: Mapped[BenefitKind]
+    value: Mapped[Decimal | None]  # yuan off, points, or multiplier
+    threshold: Mapped[Decimal | None]  # 满减: spend this much to use the coupon
+    code: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime | None]
+    # Where it came from: "journey_step" or "experiment_variant" and that thing's id.
+    source: Mapped[str] = mapped_column(String(32))
+    source_ref: Mapped[str | None] = mapped_column(String(128))
+    granted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    redeemed_at: Mapped[dt.datetime | None]
+
+    __table_args__ = (Index(None, "member_id", "granted_at"),)

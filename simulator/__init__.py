@@ -1,0 +1,1 @@
+"""The virtual membership: synthetic members that react to what Tenure does to them."""

@@ -1,0 +1,42 @@
+"""The job decorator and Tenure's job functions: each a few lines around an engine call."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from app import clock
+from app.extensions import db
+from app.redis_client import get_redis
+from workers import runtime
+from workers.heartbeat import record_heartbeat
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def job(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run a job in the app context with one transaction: commit on success, else roll back.
+
+    Exceptions propagate, so RQ's failed-job registry and Retry see them.
+    """
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        with runtime.current().app_context():
+            try:
+                result = fn(*args, **kwargs)
+                db.session.commit()
+                return result
+            except BaseException:
+                db.session.rollback()
+                raise
+
+    return run
+
+
+@job
+def heartbeat() -> None:
+    """Record that cron enqueued and a worker ran a job just now."""
+    record_heartbeat(get_redis(), clock.now())
