@@ -1,0 +1,189 @@
+"""`make demo`: migrate, make sure there is an admin, start web + worker + cron on the
+configured (by default embedded) database and Redis, print the URL and a login, and
+stop everything cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from config import ConfigError, Settings  # noqa: E402
+
+ADMIN_EMAIL = "admin@tenure.local"
+BIN = Path(sys.executable).parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--web-workers", type=int, default=2)
+    args = parser.parse_args()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"demo: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if not port_free(args.host, args.port):
+        print(f"demo: port {args.port} is in use; run `make demo PORT=5001`", file=sys.stderr)
+        return 2
+
+    from app import create_app, redis_server
+
+    app = create_app(settings)
+    step("Migrating the database")
+    migrate(app)
+    password = ensure_admin(app, settings.instance_path)
+    started_redis = False
+    if settings.redis_url is None:
+        started_redis = not redis_server.is_running(settings.instance_path)
+        step(f"Embedded Redis at {redis_server.ensure_running(settings.instance_path)}")
+
+    env = {**os.environ, "TENURE_INSTANCE_PATH": str(settings.instance_path)}
+    flask = [str(BIN / "flask"), "--app", "wsgi"]
+    commands = {
+        "web": [str(BIN / "gunicorn"), "--bind", f"{args.host}:{args.port}",
+                "--workers", str(args.web_workers), "--access-logfile", "-", "wsgi:app"],
+        "worker": [*flask, "worker"],
+        "cron": [*flask, "cron"],
+    }
+    processes: dict[str, subprocess.Popen] = {}
+    stopping = False
+
+    def stop(signum: int | None = None, _frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    try:
+        for name, cmd in commands.items():
+            step(f"Starting {name}: {' '.join(Path(cmd[0]).name if i == 0 else c for i, c in enumerate(cmd))}")
+            # A process group of its own: Ctrl-C reaches us, and we stop the children in order.
+            processes[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+        url = f"http://{args.host}:{args.port}"
+        if not wait_healthy(url, processes, lambda: stopping):
+            code = 1
+        else:
+            print(flush=True)
+            print(f"  Tenure is running at {url}/", flush=True)
+            print(f"  Sign in as {ADMIN_EMAIL} with password {password}", flush=True)
+            print(f"  API docs: {url}/api/docs    Health: {url}/healthz", flush=True)
+            print("  Press Ctrl-C to stop.", flush=True)
+            print(flush=True)
+            while not stopping:
+                dead = [n for n, p in processes.items() if p.poll() is not None]
+                if dead:
+                    print(f"demo: {dead[0]} exited with code {processes[dead[0]].returncode}; "
+                          "stopping", file=sys.stderr)
+                    code = 1
+                    break
+                time.sleep(0.5)
+    finally:
+        step("Stopping")
+        terminate(processes)
+        if started_redis:
+            redis_server.stop(settings.instance_path)
+        step("Stopped")
+    return code
+
+
+def step(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def migrate(app) -> None:
+    from flask_migrate import upgrade
+
+    with app.app_context():
+        upgrade()
+
+
+def ensure_admin(app, instance: Path) -> str:
+    """Create the demo admin once; its password is kept in instance/demo-admin.txt."""
+    from sqlalchemy import select
+
+    from app import clock
+    from app.auth.models import User
+    from app.auth.service import create_user
+    from app.extensions import db
+
+    saved = instance / "demo-admin.txt"
+    with app.app_context():
+        exists = db.session.scalar(select(User.id).where(User.email == ADMIN_EMAIL))
+        if exists and saved.exists():
+            return saved.read_text().strip()
+        password = secrets.token_urlsafe(12)
+        if exists:  # the password file was lost: set a new password
+            from argon2 import PasswordHasher
+
+            user = db.session.get(User, exists)
+            user.password_hash = PasswordHasher().hash(password)
+        else:
+            create_user(db.session, email=ADMIN_EMAIL, password=password, role="admin",
+                        actor="demo", now=clock.now())
+        db.session.commit()
+    saved.write_text(password + "\n")
+    saved.chmod(0o600)
+    step(f"Created the admin {ADMIN_EMAIL}")
+    return password
+
+
+def wait_healthy(url: str, processes: dict, stopping, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stopping():
+        for name, proc in processes.items():
+            if proc.poll() is not None:
+                print(f"demo: {name} exited with code {proc.returncode} while starting",
+                      file=sys.stderr)
+                return False
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    if not stopping():
+        print(f"demo: {url}/healthz did not answer 200 within {timeout:.0f}s", file=sys.stderr)
+    return False
+
+
+def terminate(processes: dict[str, subprocess.Popen]) -> None:
+    for proc in processes.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for proc in processes.values():
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
