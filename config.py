@@ -63,7 +63,9 @@ class Settings:
         """Build the settings from environment variables, applying the defaults."""
         env = os.environ if environ is None else environ
         instance = Path(env.get("TENURE_INSTANCE_PATH") or DEFAULT_INSTANCE).resolve()
-        database_url = env.get("DATABASE_URL") or f"sqlite:///{instance / 'tenure.db'}"
+        database_url = _normalise_database_url(
+            env.get("DATABASE_URL") or f"sqlite:///{instance / 'tenure.db'}"
+        )
         secret_key = env.get("SECRET_KEY") or _instance_secret(instance)
         return cls(
             database_url=database_url,
@@ -81,18 +83,22 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
 
-_DB_SCHEMES = re.compile(r"^(sqlite|postgresql(\+psycopg)?)://")
+_DB_SCHEMES = re.compile(r"^(sqlite|postgresql\+psycopg)://")
+
+
+def _normalise_database_url(url: str) -> str:
+    """Accept the usual postgres:// and postgresql:// forms; Tenure drives them with psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
 
 
 def _check_database_url(url: str) -> None:
     if not _DB_SCHEMES.match(url):
+        scheme = url.split("://")[0] if "://" in url else url[:20]
         raise ConfigError(
-            "DATABASE_URL must start with sqlite:/// or postgresql+psycopg:// "
-            f"(got {url.split('://')[0] or url!r}://...)"
-        )
-    if url.startswith("postgresql://"):
-        raise ConfigError(
-            "DATABASE_URL: write postgresql+psycopg://... (Tenure uses the psycopg 3 driver)"
+            f"DATABASE_URL must start with sqlite:/// or postgresql+psycopg:// (got {scheme!r})"
         )
 
 

@@ -8,13 +8,13 @@ lock so that two processes starting together start one server.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import importlib.util
 import logging
 import subprocess
 import time
 from pathlib import Path
-
-import importlib.util
 
 import redis
 
@@ -109,10 +109,8 @@ def stop(instance_path: Path) -> bool:
     if not is_running(instance_path):
         return False
     client = redis.Redis(unix_socket_path=str(socket_path(instance_path)))
-    try:
+    with contextlib.suppress(redis.ConnectionError):  # it hangs up as it exits
         client.shutdown(save=True)
-    except redis.ConnectionError:
-        pass  # the server closes the connection as it exits
     pidfile = Path(instance_path) / "redis.pid"
     deadline = time.monotonic() + 10
     while pidfile.exists() and time.monotonic() < deadline:

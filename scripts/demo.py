@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from config import ConfigError, Settings  # noqa: E402
 
-ADMIN_EMAIL = "admin@tenure.local"
+ADMIN_EMAIL = "admin@example.com"
 BIN = Path(sys.executable).parent
 
 
@@ -54,8 +54,16 @@ def main() -> int:
     env = {**os.environ, "TENURE_INSTANCE_PATH": str(settings.instance_path)}
     flask = [str(BIN / "flask"), "--app", "wsgi"]
     commands = {
-        "web": [str(BIN / "gunicorn"), "--bind", f"{args.host}:{args.port}",
-                "--workers", str(args.web_workers), "--access-logfile", "-", "wsgi:app"],
+        "web": [
+            str(BIN / "gunicorn"),
+            "--bind",
+            f"{args.host}:{args.port}",
+            "--workers",
+            str(args.web_workers),
+            "--access-logfile",
+            "-",
+            "wsgi:app",
+        ],
         "worker": [*flask, "worker"],
         "cron": [*flask, "cron"],
     }
@@ -71,7 +79,7 @@ def main() -> int:
     code = 0
     try:
         for name, cmd in commands.items():
-            step(f"Starting {name}: {' '.join(Path(cmd[0]).name if i == 0 else c for i, c in enumerate(cmd))}")
+            step(f"Starting {name}: {Path(cmd[0]).name} {' '.join(cmd[1:])}")
             # A process group of its own: Ctrl-C reaches us, and we stop the children in order.
             processes[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
         url = f"http://{args.host}:{args.port}"
@@ -87,8 +95,11 @@ def main() -> int:
             while not stopping:
                 dead = [n for n, p in processes.items() if p.poll() is not None]
                 if dead:
-                    print(f"demo: {dead[0]} exited with code {processes[dead[0]].returncode}; "
-                          "stopping", file=sys.stderr)
+                    print(
+                        f"demo: {dead[0]} exited with code {processes[dead[0]].returncode}; "
+                        "stopping",
+                        file=sys.stderr,
+                    )
                     code = 1
                     break
                 time.sleep(0.5)
@@ -143,8 +154,14 @@ def ensure_admin(app, instance: Path) -> str:
             user = db.session.get(User, exists)
             user.password_hash = PasswordHasher().hash(password)
         else:
-            create_user(db.session, email=ADMIN_EMAIL, password=password, role="admin",
-                        actor="demo", now=clock.now())
+            create_user(
+                db.session,
+                email=ADMIN_EMAIL,
+                password=password,
+                role="admin",
+                actor="demo",
+                now=clock.now(),
+            )
         db.session.commit()
     saved.write_text(password + "\n")
     saved.chmod(0o600)
@@ -157,8 +174,10 @@ def wait_healthy(url: str, processes: dict, stopping, timeout: float = 60) -> bo
     while time.monotonic() < deadline and not stopping():
         for name, proc in processes.items():
             if proc.poll() is not None:
-                print(f"demo: {name} exited with code {proc.returncode} while starting",
-                      file=sys.stderr)
+                print(
+                    f"demo: {name} exited with code {proc.returncode} while starting",
+                    file=sys.stderr,
+                )
                 return False
         try:
             with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:

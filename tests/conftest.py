@@ -8,6 +8,7 @@ servers; each worker gets its own database and its own Redis db number.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -136,6 +137,21 @@ def app(settings: Settings) -> Iterator[Flask]:
         transaction.rollback()
         connection.close()
         state.engine.dispose()
+
+
+@pytest.fixture
+def make_app(settings: Settings) -> Iterator:
+    """Build extra apps from changed settings; their engines are disposed afterwards."""
+    made: list[Flask] = []
+
+    def make(**changes: object) -> Flask:
+        flask_app = create_app(dataclasses.replace(settings, **changes))
+        made.append(flask_app)
+        return flask_app
+
+    yield make
+    for flask_app in made:
+        db.state(flask_app).engine.dispose()
 
 
 @pytest.fixture

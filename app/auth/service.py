@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 import secrets
 from collections.abc import Iterable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,6 @@ from members import audit
 
 KEY_PREFIX = "tnr_"
 MIN_PASSWORD_LENGTH = 10
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _hasher = PasswordHasher()
 # Verifying against this when the email is unknown keeps the timing the same.
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
@@ -45,8 +44,10 @@ def create_user(
     session: Session, *, email: str, password: str, role: str, actor: str, now: dt.datetime
 ) -> User:
     email = normalise_email(email)
-    if not _EMAIL.match(email):
-        raise AuthError("email", f"{email!r} is not an email address")
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise AuthError("email", f"{email!r} is not a valid email address: {exc}") from None
     try:
         role_value = Role(role)
     except ValueError:

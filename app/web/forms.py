@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, SelectMultipleField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -21,10 +22,10 @@ class ApiKeyForm(FlaskForm):
     scopes = SelectMultipleField(
         _l("Scopes"),
         choices=[
-            (Scope.INGEST.value, _l("ingest: push members and events")),
-            (Scope.READ.value, _l("read: read members, results and decisions")),
-            (Scope.WRITE.value, _l("write: change journeys and experiments")),
-            (Scope.ADMIN.value, _l("admin: everything, including API keys")),
+            SelectChoice(Scope.INGEST.value, _l("ingest: push members and events")),
+            SelectChoice(Scope.READ.value, _l("read: read members, results and decisions")),
+            SelectChoice(Scope.WRITE.value, _l("write: change journeys and experiments")),
+            SelectChoice(Scope.ADMIN.value, _l("admin: everything, including API keys")),
         ],
         validators=[DataRequired(message=_l("Choose at least one scope."))],
         option_widget=CheckboxInput(),
@@ -41,9 +42,9 @@ class UserForm(FlaskForm):
     role = SelectField(
         _l("Role"),
         choices=[
-            (Role.MARKETER.value, _l("marketer: builds journeys and experiments")),
-            (Role.ANALYST.value, _l("analyst: reads everything, changes nothing")),
-            (Role.ADMIN.value, _l("admin: also manages users, keys and settings")),
+            SelectChoice(Role.MARKETER.value, _l("marketer: builds journeys and experiments")),
+            SelectChoice(Role.ANALYST.value, _l("analyst: reads everything, changes nothing")),
+            SelectChoice(Role.ADMIN.value, _l("admin: also manages users, keys and settings")),
         ],
     )
     password = PasswordField(

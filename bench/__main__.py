@@ -1,0 +1,20 @@
+"""Run every benchmark and print its figures (``make bench``)."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import api_auth, events_insert
+
+BENCHMARKS = [events_insert, api_auth]
+
+
+def main() -> int:
+    for module in BENCHMARKS:
+        print(f"== {module.__name__}: {module.__doc__.strip().splitlines()[0]}", flush=True)
+        module.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""`make demo`'s script as a newcomer runs it: real processes, a real browser-less login."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from config import ROOT
+from tests.services import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _start_demo(tmp_path: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {**os.environ, "TENURE_INSTANCE_PATH": str(tmp_path), **env_extra}
+    env.pop("REDIS_URL", None) if "REDIS_URL" not in env_extra else None
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/demo.py", "--port", str(port), "--web-workers", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return proc, port
+
+
+def _read_until_login(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str, str]:
+    deadline = time.monotonic() + timeout
+    lines = []
+    url = None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if m := re.search(r"Tenure is running at (\S+)", line):
+            url = m.group(1).rstrip("/")
+        if m := re.search(r"Sign in as (\S+) with password (\S+)", line):
+            assert url
+            return url, m.group(1), m.group(2)
+    raise AssertionError("demo printed no URL and login:\n" + "".join(lines[-40:]))
+
+
+def _login(url: str, email: str, password: str) -> str:
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(f"{url}/login") as page:
+        html = page.read().decode()
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+    data = urllib.parse.urlencode({"email": email, "password": password, "csrf_token": token})
+    try:
+        with opener.open(f"{url}/login", data=data.encode()) as home:
+            assert home.geturl() == f"{url}/"
+            return home.read().decode()
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_demo_starts_serves_a_login_and_stops_cleanly(tmp_path, database, request):
+    env = {}
+    if database == "postgresql":
+        if "postgresql" not in os.environ.get("TENURE_TEST_DATABASES", "sqlite,postgresql"):
+            pytest.skip("PostgreSQL not in TENURE_TEST_DATABASES")
+        from tests.conftest import new_database
+
+        env["DATABASE_URL"] = new_database("postgresql", f"demo_{os.getpid()}", tmp_path)
+    proc, port = _start_demo(tmp_path, env)
+    try:
+        url, email, password = _read_until_login(proc)
+        assert url == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{url}/healthz") as health:
+            assert health.status == 200
+        home = _login(url, email, password)
+        assert "Overview" in home and email in home
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _login(url, email, "wrong password")
+        assert refused.value.code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "==> Stopped" in out
+    # Nothing left behind: the port is free and the embedded Redis is down.
+    from app import redis_server
+
+    assert not redis_server.is_running(tmp_path)
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_demo_refuses_a_busy_port(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "scripts/demo.py", "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "TENURE_INSTANCE_PATH": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"demo: port {port} is in use; run `make demo PORT=5001`"

@@ -1,0 +1,31 @@
+"""The models and the migration chain describe the same schema, on SQLite and PostgreSQL."""
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+import app.models  # noqa: F401  (all tables on the metadata)
+from app.database import make_engine
+from members.db import Base
+
+
+def test_models_match_migrations(database_url):
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            diff = compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_every_table_has_its_indexes(database_url):
+    engine = make_engine(database_url)
+    try:
+        inspector = sa.inspect(engine)
+        event_indexes = {tuple(i["column_names"]) for i in inspector.get_indexes("events")}
+    finally:
+        engine.dispose()
+    assert ("member_id", "occurred_at") in event_indexes
+    assert ("type", "occurred_at") in event_indexes

@@ -1,0 +1,68 @@
+"""Jobs run through RQ on the real Redis: one transaction each, errors propagate."""
+
+import pytest
+from rq import Queue, SimpleWorker
+from rq.cron import CronScheduler
+from sqlalchemy import func, select
+
+from app import clock
+from app.extensions import db
+from app.redis_client import get_redis
+from members import audit
+from members.audit import AuditEntry
+from workers import jobs, queues, runtime
+from workers.heartbeat import last_heartbeat
+from workers.schedule import PERIODIC, register_all
+
+
+@pytest.fixture
+def redis(app):
+    runtime.use_app(app)
+    return get_redis(app)
+
+
+@jobs.job
+def writes_then_fails() -> None:
+    audit.record(db.session, actor="test", action="x", target_type="y", now=clock.now())
+    raise RuntimeError("the job failed")
+
+
+@jobs.job
+def writes() -> None:
+    audit.record(db.session, actor="test", action="x", target_type="y", now=clock.now())
+
+
+def _run(redis, func):
+    queue = Queue(queues.DEFAULT, connection=redis)
+    job = queue.enqueue(func)
+    SimpleWorker([queue], connection=redis).work(burst=True)
+    return job
+
+
+def test_heartbeat_job_runs_on_a_worker(redis, client):
+    job = _run(redis, jobs.heartbeat)
+    assert job.get_status(refresh=True) == "finished"
+    assert last_heartbeat(redis) is not None
+    assert client.get("/healthz").get_json()["last_cron_heartbeat"] == last_heartbeat(redis)
+
+
+def test_a_job_commits_its_work(redis, session):
+    assert _run(redis, writes).get_status(refresh=True) == "finished"
+    assert session.scalar(select(func.count()).select_from(AuditEntry)) == 1
+
+
+def test_a_failing_job_rolls_back_and_lands_in_the_failed_registry(redis, session):
+    job = _run(redis, writes_then_fails)
+    assert job.get_status(refresh=True) == "failed"
+    assert "the job failed" in job.latest_result().exc_string
+    assert session.scalar(select(func.count()).select_from(AuditEntry)) == 0
+    assert job.id in Queue(queues.DEFAULT, connection=redis).failed_job_registry.get_job_ids()
+
+
+def test_periodic_jobs_are_registered_with_rq_cron(redis):
+    scheduler = CronScheduler(connection=redis)
+    register_all(scheduler)
+    registered = {(j.func, j.queue_name, j.interval) for j in scheduler.get_jobs()}
+    assert registered == {(p.func, p.queue, p.interval) for p in PERIODIC}
+    scheduler.enqueue_jobs()
+    assert Queue(queues.LOW, connection=redis).count == 1
