@@ -10,5 +10,6 @@ try:
     app = create_app()
 except ConfigError as exc:
     # One clear line, not a traceback: the operator fixes the variable and retries.
+    # Exit code 3 is gunicorn's "worker failed to boot": it stops instead of respawning.
     print(f"tenure: configuration error: {exc}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(3)
