@@ -31,6 +31,8 @@ def create_app(settings: Settings | None = None, **config_overrides: object) -> 
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_HTTPONLY=True,
+        # The token is bound to the session; a working day lets a form stay open.
+        WTF_CSRF_TIME_LIMIT=12 * 3600,
         API_TITLE="Tenure",
         API_VERSION="v1",
         OPENAPI_VERSION="3.0.3",

@@ -11,6 +11,8 @@ from typing import Any
 
 from flask import Response, g, jsonify, render_template, request
 from flask_smorest import Api
+from flask_wtf.csrf import CSRFError
+from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -73,8 +75,27 @@ def _title(status: int) -> str:
     return HTTP_STATUS_CODES.get(status, "Error")
 
 
+class FieldErrorSchema(Schema):
+    field = fields.Str(allow_none=True, metadata={"description": "e.g. scopes.1"})
+    in_ = fields.Str(data_key="in", metadata={"description": "json, query, headers, ..."})
+    message = fields.Str()
+
+
+class ProblemSchema(Schema):
+    """An RFC 9457 problem document, as every error of the API is answered."""
+
+    type = fields.Str()
+    title = fields.Str()
+    status = fields.Int()
+    detail = fields.Str()
+    errors = fields.List(fields.Nested(FieldErrorSchema))
+    request_id = fields.Str()
+
+
 class TenureApi(Api):
     """flask-smorest's Api with Tenure's error answers instead of its JSON format."""
+
+    ERROR_SCHEMA = ProblemSchema
 
     def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
         return handle_http_exception(error)
@@ -111,4 +132,9 @@ def handle_http_exception(error: HTTPException):
 def _page_detail(error: HTTPException) -> str | None:
     if (error.code or 500) >= 500:
         return None
+    if isinstance(error, CSRFError):
+        return (
+            f"{error.description} The form was open too long or did not come from this site: "
+            "go back, reload the page and try again."
+        )
     return getattr(error, "description", None)

@@ -161,9 +161,14 @@ def client(app: Flask) -> FlaskClient:
 
 @pytest.fixture
 def session(app: Flask):
-    """The request-scoped session, outside a request: for arranging and asserting."""
-    with app.app_context():
-        yield db.session
+    """A session on the test's transaction, for arranging and asserting.
+
+    Not the app's scoped session: pushing an app context here would make every
+    request of the test share it (and its ``g``, where Flask-Login keeps the user).
+    """
+    own = db.state(app).sessionmaker()
+    yield own
+    own.close()
 
 
 @pytest.fixture

@@ -92,6 +92,52 @@ def authenticate(session: Session, email: str, password: str, now: dt.datetime) 
     return user
 
 
+def update_user(
+    session: Session,
+    user: User,
+    *,
+    role: str | None = None,
+    active: bool | None = None,
+    actor: str,
+    now: dt.datetime,
+) -> bool:
+    """Change a user's role or switch the account off or on; False if nothing changed.
+
+    The last active admin can be neither demoted nor switched off: someone must be
+    able to manage users and keys.
+    """
+    new_role = user.role
+    if role is not None:
+        try:
+            new_role = Role(role)
+        except ValueError:
+            raise AuthError("role", f"unknown role {role!r}") from None
+    new_active = user.active if active is None else active
+    changes = {}
+    if new_role is not user.role:
+        changes["role"] = [user.role.value, new_role.value]
+    if new_active != user.active:
+        changes["active"] = [user.active, new_active]
+    if not changes:
+        return False
+    stays_admin = new_role is Role.ADMIN and new_active
+    if user.role is Role.ADMIN and user.active and not stays_admin and count_admins(session) <= 1:
+        field = "role" if "role" in changes else "active"
+        raise AuthError(field, "Tenure needs at least one active admin: make another admin first")
+    user.role = new_role
+    user.active = new_active
+    audit.record(
+        session,
+        actor=actor,
+        action="user.updated",
+        target_type="user",
+        target_id=user.id,
+        details={"email": user.email, **changes},
+        now=now,
+    )
+    return True
+
+
 def count_admins(session: Session) -> int:
     return session.scalar(
         select(func.count()).select_from(User).where(User.role == Role.ADMIN, User.active)

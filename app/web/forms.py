@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectField, SelectMultipleField, StringField
+from wtforms import (
+    BooleanField,
+    EmailField,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length
 from wtforms.widgets import CheckboxInput, ListWidget
@@ -35,6 +42,11 @@ class ApiKeyForm(FlaskForm):
 
 class RevokeForm(FlaskForm):
     """Only the CSRF token: revoking takes no other input."""
+
+
+class UserUpdateForm(FlaskForm):
+    role = SelectField(_l("Role"), choices=[SelectChoice(r.value, r.value) for r in Role])
+    active = BooleanField(_l("Can sign in"))
 
 
 class UserForm(FlaskForm):

@@ -9,11 +9,17 @@ from sqlalchemy import select
 
 from app import clock
 from app.auth.models import ApiKey, Role, User
-from app.auth.service import AuthError, create_api_key, create_user, revoke_api_key
+from app.auth.service import (
+    AuthError,
+    create_api_key,
+    create_user,
+    revoke_api_key,
+    update_user,
+)
 from app.auth.web import role_required
 from app.extensions import db
 from app.web import bp
-from app.web.forms import ApiKeyForm, RevokeForm, UserForm
+from app.web.forms import ApiKeyForm, RevokeForm, UserForm, UserUpdateForm
 
 
 def _actor() -> str:
@@ -83,7 +89,37 @@ def users():
 
 def _render_users(form: UserForm, status: int = 200):
     rows = db.session.scalars(select(User).order_by(User.email)).all()
-    return render_template("users.html", users=rows, form=form), status
+    edits = {u.id: UserUpdateForm(formdata=None, obj=u, prefix=f"u{u.id}") for u in rows}
+    return render_template("users.html", users=rows, form=form, edits=edits), status
+
+
+@bp.post("/settings/users/<int:user_id>")
+@role_required(Role.ADMIN)
+def update_user_page(user_id: int):
+    user = db.session.get(User, user_id)
+    if user is None:
+        abort(404)
+    form = UserUpdateForm(prefix=f"u{user_id}")
+    if not form.validate_on_submit():
+        flash(_("Choose a valid role."), "error")
+        return redirect(url_for("web.users"))
+    try:
+        changed = update_user(
+            db.session,
+            user,
+            role=form.role.data,
+            active=form.active.data,
+            actor=_actor(),
+            now=clock.now(),
+        )
+    except AuthError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return _render_users(UserForm(formdata=None), status=409)
+    if changed:
+        db.session.commit()
+        flash(_("Saved %(email)s.", email=user.email))
+    return redirect(url_for("web.users"))
 
 
 @bp.post("/settings/users")
