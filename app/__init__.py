@@ -60,7 +60,8 @@ def create_app(settings: Settings | None = None, **config_overrides: object) -> 
             format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
         )
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_RequestIdFilter())
+        if not any(isinstance(f, _RequestIdFilter) for f in handler.filters):
+            handler.addFilter(_RequestIdFilter())
 
     db.init_app(app, settings.database_url)
     migrate.init_app(

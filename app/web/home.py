@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import render_template
 from flask_login import login_required
 from redis import RedisError
 from sqlalchemy import func, select
 
+from app import clock
 from app.extensions import db
 from app.redis_client import get_redis
 from app.redis_server import EmbeddedRedisError
@@ -15,6 +18,10 @@ from journeys.models import Journey, Message
 from members.event import Event
 from members.member import Member
 from workers.heartbeat import last_heartbeat
+
+
+# The heartbeat job runs every minute; three missed beats mean cron or the workers are down.
+STALE_AFTER = dt.timedelta(minutes=3)
 
 
 @bp.get("/")
@@ -27,11 +34,20 @@ def home():
         "messages": _count(Message),
     }
     try:
-        heartbeat = last_heartbeat(get_redis())
+        beat = last_heartbeat(get_redis())
+        heartbeat = dt.datetime.fromisoformat(beat) if beat else None
         redis_ok = True
     except (RedisError, EmbeddedRedisError, OSError):
         heartbeat, redis_ok = None, False
-    return render_template("home.html", counts=counts, heartbeat=heartbeat, redis_ok=redis_ok)
+    age = (clock.now() - heartbeat) if heartbeat else None
+    return render_template(
+        "home.html",
+        counts=counts,
+        heartbeat=heartbeat,
+        age=age,
+        redis_ok=redis_ok,
+        stale=age is not None and age > STALE_AFTER,
+    )
 
 
 def _count(model: type) -> int:

@@ -206,3 +206,20 @@ def test_admin_adds_a_user_who_can_then_sign_in(client, session):
     client.post("/logout", data={"csrf_token": token})
     assert factories.login(client, "li.na@shop.example", "a long password").status_code == 302
     assert "li.na@shop.example" in client.get("/audit").get_data(as_text=True)
+
+
+def test_overview_shows_how_long_ago_the_jobs_last_ran(client, session, app, now):
+    import datetime as dt
+
+    from app.redis_client import get_redis
+    from workers.heartbeat import record_heartbeat
+
+    factories.user(session, "analyst")
+    factories.login(client, "analyst@shop.example")
+    assert "No heartbeat yet" in client.get("/").get_data(as_text=True)
+    app.config["TENURE_CLOCK"] = lambda: now
+    record_heartbeat(get_redis(app), now - dt.timedelta(seconds=90))
+    html = client.get("/").get_data(as_text=True)
+    assert "2 minutes ago" in html and "check that" not in html
+    record_heartbeat(get_redis(app), now - dt.timedelta(minutes=10))
+    assert "check that" in client.get("/").get_data(as_text=True)
