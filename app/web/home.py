@@ -19,7 +19,6 @@ from members.event import Event
 from members.member import Member
 from workers.heartbeat import last_heartbeat
 
-
 # The heartbeat job runs every minute; three missed beats mean cron or the workers are down.
 STALE_AFTER = dt.timedelta(minutes=3)
 
