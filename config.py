@@ -16,6 +16,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.numbers import list_currencies
+from limits import parse_many
+from redis.connection import parse_url as parse_redis_url
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_INSTANCE = ROOT / "instance"
@@ -35,6 +39,9 @@ class Settings:
     instance_path: Path = DEFAULT_INSTANCE
     login_limit: str = "10 per minute;50 per hour"
     log_level: str = "INFO"
+    # How many reverse proxies (TLS terminators, load balancers) stand in front of the
+    # web processes: their X-Forwarded-* headers are trusted, and cookies are Secure.
+    proxy_hops: int = 0
     testing: bool = False
 
     def __post_init__(self) -> None:
@@ -53,6 +60,16 @@ class Settings:
             raise ConfigError(
                 f"TENURE_CURRENCY={self.currency!r} is not an ISO 4217 currency code (e.g. CNY)"
             )
+        try:
+            if not parse_many(self.login_limit):
+                raise ValueError
+        except ValueError:
+            raise ConfigError(
+                f"TENURE_LOGIN_LIMIT={self.login_limit!r} is not a rate limit "
+                "(e.g. '10 per minute;50 per hour')"
+            ) from None
+        if not 0 <= self.proxy_hops <= 5:
+            raise ConfigError("TENURE_PROXY_HOPS must be a number from 0 to 5")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(
                 f"TENURE_LOG_LEVEL={self.log_level!r} must be DEBUG, INFO, WARNING or ERROR"
@@ -76,6 +93,7 @@ class Settings:
             instance_path=instance,
             login_limit=env.get("TENURE_LOGIN_LIMIT") or cls.login_limit,
             log_level=(env.get("TENURE_LOG_LEVEL") or "INFO").upper(),
+            proxy_hops=_int(env, "TENURE_PROXY_HOPS", 0),
         )
 
     @property
@@ -84,6 +102,16 @@ class Settings:
 
 
 _DB_SCHEMES = re.compile(r"^(sqlite|postgresql\+psycopg)://")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} must be a whole number") from None
 
 
 def _normalise_database_url(url: str) -> str:
@@ -100,11 +128,20 @@ def _check_database_url(url: str) -> None:
         raise ConfigError(
             f"DATABASE_URL must start with sqlite:/// or postgresql+psycopg:// (got {scheme!r})"
         )
+    try:
+        parsed = make_url(url)
+        _ = parsed.port  # a non-numeric port only fails when read
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(f"DATABASE_URL cannot be parsed: {exc}") from None
 
 
 def _check_redis_url(url: str) -> None:
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix:// (or be unset)")
+    try:
+        parse_redis_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL cannot be parsed: {exc}") from None
 
 
 def _instance_secret(instance: Path) -> str:
@@ -118,8 +155,9 @@ def _instance_secret(instance: Path) -> str:
         try:
             instance.mkdir(parents=True, exist_ok=True)
             tmp = instance / f".secret_key.{os.getpid()}"
-            tmp.write_text(secrets.token_urlsafe(48))
-            tmp.chmod(0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
             try:
                 os.link(tmp, path)
             except FileExistsError:

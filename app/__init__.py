@@ -10,6 +10,8 @@ from pathlib import Path
 from flask import Flask, g, request, send_from_directory
 from flask_babel import get_locale
 from swagger_ui_bundle import swagger_ui_path
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from config import Settings
 
@@ -31,6 +33,11 @@ def create_app(settings: Settings | None = None, **config_overrides: object) -> 
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_HTTPONLY=True,
+        # Behind a TLS-terminating proxy, cookies travel only over HTTPS.
+        SESSION_COOKIE_SECURE=settings.proxy_hops > 0,
+        REMEMBER_COOKIE_SECURE=settings.proxy_hops > 0,
+        # Bodies larger than this are refused with 413 before any view reads them.
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
         # The token is bound to the session; a working day lets a form stay open.
         WTF_CSRF_TIME_LIMIT=12 * 3600,
         API_TITLE="Tenure",
@@ -63,6 +70,12 @@ def create_app(settings: Settings | None = None, **config_overrides: object) -> 
         if not any(isinstance(f, _RequestIdFilter) for f in handler.filters):
             handler.addFilter(_RequestIdFilter())
 
+    if settings.proxy_hops:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops,
+            x_host=settings.proxy_hops,
+        )
+    app.url_map.converters["id"] = IdConverter
     db.init_app(app, settings.database_url)
     migrate.init_app(
         app,
@@ -92,6 +105,9 @@ def create_app(settings: Settings | None = None, **config_overrides: object) -> 
     app.register_blueprint(web_bp)
     register_cli(app)
     _register_request_ids(app)
+    _register_security_headers(app)
+    if settings.redis_url is None and not settings.testing:
+        _start_embedded_redis_on_first_request(app)
 
     @app.get("/api/docs-assets/<path:filename>")
     def docs_assets(filename: str):
@@ -118,6 +134,37 @@ def _register_request_ids(app: Flask) -> None:
     def echo_request_id(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
         return response
+
+
+def _start_embedded_redis_on_first_request(app: Flask) -> None:
+    """A web process needs the shared embedded Redis before its first login attempt,
+    so that throttling counts across processes; CLI commands should not start it."""
+    from app.redis_client import get_redis
+    from app.redis_server import EmbeddedRedisError
+
+    @app.before_request
+    def ensure_redis() -> None:
+        try:
+            get_redis()
+        except (EmbeddedRedisError, OSError) as exc:
+            log.warning("embedded redis not started: %s", exc)
+
+
+def _register_security_headers(app: Flask) -> None:
+    @app.after_request
+    def security_headers(response):
+        # No framing (clickjacking of the revoke and role forms), no MIME sniffing.
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+
+class IdConverter(IntegerConverter):
+    """Row ids in URLs: an id past the database's integer range is a 404, not a 500."""
+
+    def __init__(self, url_map, *args, **kwargs) -> None:
+        super().__init__(url_map, min=1, max=2**31 - 1)
 
 
 class _RequestIdFilter(logging.Filter):

@@ -6,11 +6,13 @@ Bad input ends with one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import sys
+from typing import Any, NoReturn
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from redis import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from rq import Worker
 from rq.cron import CronScheduler
 
@@ -33,12 +35,32 @@ def register_cli(app: Flask) -> None:
         app.cli.add_command(command)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"Error: {message}", err=True)
     sys.exit(2)
 
 
-@click.command("create-user")
+class OneLineCommand(click.Command):
+    """A command whose bad arguments end in one line, without click's usage block."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            exc.ctx = None  # click prints "Usage: ..." and a hint only when it has a ctx
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SQLAlchemyError as exc:
+            _fail(
+                f"the database refused the command ({exc.__class__.__name__}): "
+                "is it reachable, and migrated with `flask --app wsgi db upgrade`?"
+            )
+
+
+@click.command("create-user", cls=OneLineCommand)
 @click.argument("email")
 @click.option("--role", required=True, type=click.Choice(["admin", "marketer", "analyst"]))
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
@@ -60,7 +82,7 @@ def create_user_command(email: str, role: str, password_stdin: bool) -> None:
     click.echo(f"Created {user.role.value} {user.email}")
 
 
-@click.command("create-api-key")
+@click.command("create-api-key", cls=OneLineCommand)
 @click.argument("name")
 @click.option("--scopes", required=True, help="Comma-separated: ingest, read, write, admin.")
 @with_appcontext
@@ -81,7 +103,7 @@ def create_api_key_command(name: str, scopes: str) -> None:
     click.echo(secret)
 
 
-@click.command("worker")
+@click.command("worker", cls=OneLineCommand)
 @click.option(
     "--queue",
     "-q",
@@ -104,7 +126,7 @@ def worker_command(queue_names: tuple[str, ...], burst: bool, name: str | None) 
     worker.work(burst=burst, with_scheduler=True)
 
 
-@click.command("cron")
+@click.command("cron", cls=OneLineCommand)
 @with_appcontext
 def cron_command() -> None:
     """Run RQ's cron scheduler with Tenure's periodic jobs (workers/schedule.py)."""
@@ -113,7 +135,7 @@ def cron_command() -> None:
     scheduler.start()
 
 
-@click.command("redis")
+@click.command("redis", cls=OneLineCommand)
 @click.argument("action", type=click.Choice(["start", "stop", "status"]))
 @with_appcontext
 def redis_command(action: str) -> None:

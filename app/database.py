@@ -71,6 +71,7 @@ def make_engine(url: str, **options: Any) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     options.setdefault("pool_pre_ping", True)
+    options.setdefault("connect_args", {"connect_timeout": 5})
     return create_engine(url, **options)
 
 
@@ -87,4 +88,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # IMMEDIATE: a transaction that reads and then writes would otherwise fail at once
+    # with "database is locked" when another process wrote in between (busy_timeout
+    # cannot help a deferred transaction upgrade its lock). Readers are not blocked in WAL.
+    # A connection that only reads may say so with execution_options(read_only=True).
+    read_only = connection.get_execution_options().get("read_only", False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

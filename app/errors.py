@@ -104,6 +104,10 @@ class TenureApi(Api):
 def handle_http_exception(error: HTTPException):
     code = error.code or 500
     if code >= 500:
+        # The session may be mid-failure; rendering the page must not touch it again.
+        from app.extensions import db
+
+        db.session.rollback()
         # Flask has logged the original exception; keep its message from the user.
         error = InternalServerError() if not isinstance(error, InternalServerError) else error
     data = getattr(error, "data", None) or {}

@@ -33,7 +33,7 @@ def healthz():
 def _check_database() -> str:
     try:
         with db.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+            connection.execution_options(read_only=True).execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         log.warning("healthz: database unavailable: %s", exc.__class__.__name__)
         return "unavailable"

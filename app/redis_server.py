@@ -81,7 +81,7 @@ def _start(instance_path: Path, timeout: float) -> None:
         )
     )
     executable = redis_executable()
-    log.info("starting embedded redis-server socket=%s", sock)
+    log.debug("starting embedded redis-server socket=%s", sock)
     result = subprocess.run([executable, str(conf)], capture_output=True, text=True)
     if result.returncode != 0:
         raise EmbeddedRedisError(f"embedded redis-server failed: {result.stderr.strip()}")

@@ -17,7 +17,7 @@ class AuditEntry(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     at: Mapped[dt.datetime]
     # Who: "user:<email>", "api_key:<name>", "cli" or "system".
-    actor: Mapped[str] = mapped_column(String(200))
+    actor: Mapped[str] = mapped_column(String(320))
     action: Mapped[str] = mapped_column(String(64))
     target_type: Mapped[str] = mapped_column(String(64))
     target_id: Mapped[str | None] = mapped_column(String(128))

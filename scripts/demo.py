@@ -40,12 +40,24 @@ def main() -> int:
         print(f"demo: port {args.port} is in use; run `make demo PORT=5001`", file=sys.stderr)
         return 2
 
+    stopping = False
+
+    def stop(signum: int | None = None, _frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    # Ctrl-C during the set-up below ends it quietly too (checked between steps).
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
     from app import create_app, redis_server
 
     app = create_app(settings)
     step("Migrating the database")
     migrate(app)
     password = ensure_admin(app, settings.instance_path)
+    if stopping:
+        return 130
     started_redis = False
     if settings.redis_url is None:
         started_redis = not redis_server.is_running(settings.instance_path)
@@ -68,14 +80,6 @@ def main() -> int:
         "cron": [*flask, "cron"],
     }
     processes: dict[str, subprocess.Popen] = {}
-    stopping = False
-
-    def stop(signum: int | None = None, _frame: object = None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
     code = 0
     try:
         for name, cmd in commands.items():
@@ -139,7 +143,7 @@ def ensure_admin(app, instance: Path) -> str:
 
     from app import clock
     from app.auth.models import User
-    from app.auth.service import create_user
+    from app.auth.service import create_user, set_password, update_user
     from app.extensions import db
 
     saved = instance / "demo-admin.txt"
@@ -148,11 +152,10 @@ def ensure_admin(app, instance: Path) -> str:
         if exists and saved.exists():
             return saved.read_text().strip()
         password = secrets.token_urlsafe(12)
-        if exists:  # the password file was lost: set a new password
-            from argon2 import PasswordHasher
-
+        if exists:  # the password file was lost: a new password, and make sure it works
             user = db.session.get(User, exists)
-            user.password_hash = PasswordHasher().hash(password)
+            set_password(db.session, user, password, actor="demo", now=clock.now())
+            update_user(db.session, user, role="admin", active=True, actor="demo", now=clock.now())
         else:
             create_user(
                 db.session,

@@ -174,3 +174,16 @@ def session(app: Flask):
 @pytest.fixture
 def now() -> dt.datetime:
     return dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def committed_app(request: pytest.FixtureRequest, database_url: str, redis_url: str,
+                  tmp_path: Path) -> Iterator[Flask]:
+    """An app on a database of its own, migrated, whose commits are real: for tests of
+    several connections or processes at once. Slower than ``app``; use sparingly."""
+    kind = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    url = new_database(kind, f"tenure_own_{_worker_index(request)}", tmp_path)
+    flask_app = create_app(make_settings(url, redis_url, tmp_path / "instance"))
+    migrate(flask_app)
+    yield flask_app
+    db.state(flask_app).engine.dispose()

@@ -43,6 +43,11 @@ def test_secret_key_is_generated_once_and_kept(tmp_path):
         ("TENURE_TIMEZONE", "Mars/Olympus", "TENURE_TIMEZONE"),
         ("TENURE_CURRENCY", "RMB", "TENURE_CURRENCY"),
         ("TENURE_LOG_LEVEL", "LOUD", "TENURE_LOG_LEVEL"),
+        ("DATABASE_URL", "postgresql+psycopg://u@db:port/tenure", "DATABASE_URL cannot be parsed"),
+        ("REDIS_URL", "redis://redis:port/0", "REDIS_URL cannot be parsed"),
+        ("TENURE_LOGIN_LIMIT", "lots", "TENURE_LOGIN_LIMIT"),
+        ("TENURE_PROXY_HOPS", "two", "TENURE_PROXY_HOPS"),
+        ("TENURE_PROXY_HOPS", "9", "TENURE_PROXY_HOPS"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path, variable, value, message):

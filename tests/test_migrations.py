@@ -20,7 +20,7 @@ def test_models_match_migrations(database_url):
     assert diff == []
 
 
-def test_every_table_has_its_indexes(database_url):
+def test_events_have_the_indexes_ingest_and_reads_need(database_url):
     engine = make_engine(database_url)
     try:
         inspector = sa.inspect(engine)
@@ -29,3 +29,14 @@ def test_every_table_has_its_indexes(database_url):
         engine.dispose()
     assert ("member_id", "occurred_at") in event_indexes
     assert ("type", "occurred_at") in event_indexes
+
+
+def test_the_migrations_are_one_chain():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from config import ROOT
+
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    assert len(ScriptDirectory.from_config(config).get_heads()) == 1

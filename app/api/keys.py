@@ -58,9 +58,12 @@ class ApiKeys(MethodView):
         pagination_parameters.item_count = db.session.scalar(
             select(func.count()).select_from(ApiKey)
         )
-        page = pagination_parameters.page
-        size = pagination_parameters.page_size
-        return db.session.scalars(query.offset((page - 1) * size).limit(size)).all()
+        offset = (pagination_parameters.page - 1) * pagination_parameters.page_size
+        if offset >= pagination_parameters.item_count:
+            return []  # past the end (and never an offset the database cannot hold)
+        return db.session.scalars(
+            query.offset(offset).limit(pagination_parameters.page_size)
+        ).all()
 
     @require_scope(Scope.ADMIN)
     @blp.doc(**BEARER_DOC)
@@ -80,10 +83,10 @@ class ApiKeys(MethodView):
             abort(422, errors={"json": {exc.field: [exc.message]}})
         db.session.commit()
         key.secret = secret  # transient: answered once, never stored
-        return key
+        return key, 201, {"Cache-Control": "no-store"}
 
 
-@blp.route("/<int:key_id>")
+@blp.route("/<id:key_id>")
 class ApiKeyById(MethodView):
     @require_scope(Scope.ADMIN)
     @blp.doc(**BEARER_DOC)

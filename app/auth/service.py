@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.models import ApiKey, Role, Scope, User
@@ -58,8 +59,12 @@ def create_user(
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise AuthError("email", f"a user with email {email} already exists")
     user = User(email=email, password_hash=_hasher.hash(password), role=role_value, created_at=now)
-    session.add(user)
-    session.flush()
+    try:
+        with session.begin_nested():  # another process may create the same email meanwhile
+            session.add(user)
+            session.flush()
+    except IntegrityError:
+        raise AuthError("email", f"a user with email {email} already exists") from None
     audit.record(
         session,
         actor=actor,
@@ -121,7 +126,7 @@ def update_user(
     if not changes:
         return False
     stays_admin = new_role is Role.ADMIN and new_active
-    if user.role is Role.ADMIN and user.active and not stays_admin and count_admins(session) <= 1:
+    if user.role is Role.ADMIN and user.active and not stays_admin and _lock_admins(session) <= 1:
         field = "role" if "role" in changes else "active"
         raise AuthError(field, "Tenure needs at least one active admin: make another admin first")
     user.role = new_role
@@ -138,9 +143,28 @@ def update_user(
     return True
 
 
-def count_admins(session: Session) -> int:
-    return session.scalar(
-        select(func.count()).select_from(User).where(User.role == Role.ADMIN, User.active)
+def _lock_admins(session: Session) -> int:
+    """Count the active admins, locking their rows so that two admins demoting each
+    other at once cannot both pass the last-admin check (SQLite: BEGIN IMMEDIATE)."""
+    ids = session.scalars(
+        select(User.id).where(User.role == Role.ADMIN, User.active).with_for_update()
+    ).all()
+    return len(ids)
+
+
+def set_password(
+    session: Session, user: User, password: str, *, actor: str, now: dt.datetime
+) -> None:
+    check_password_strength(password)
+    user.password_hash = _hasher.hash(password)
+    audit.record(
+        session,
+        actor=actor,
+        action="user.password_set",
+        target_type="user",
+        target_id=user.id,
+        details={"email": user.email},
+        now=now,
     )
 
 

@@ -48,8 +48,14 @@ def _failed_login(response: Any) -> bool:
     return response.status_code != 302
 
 
+def _login_email() -> str:
+    return "login-email:" + request.form.get("email", "").strip().lower()[:254]
+
+
 @bp.route("/login", methods=["GET", "POST"])
+# Per address, and per account: guesses at one account from many addresses count too.
 @limiter.limit(_login_limit, methods=["POST"], deduct_when=_failed_login)
+@limiter.limit(_login_limit, methods=["POST"], deduct_when=_failed_login, key_func=_login_email)
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("web.home"))

@@ -16,13 +16,13 @@ PAGE_SIZE = 50
 @bp.get("/audit")
 @login_required
 def audit_log():
-    page = max(request.args.get("page", 1, type=int), 1)
     total = db.session.scalar(select(func.count()).select_from(AuditEntry)) or 0
+    pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+    page = min(max(request.args.get("page", 1, type=int), 1), pages)
     entries = db.session.scalars(
         select(AuditEntry)
         .order_by(AuditEntry.id.desc())
         .offset((page - 1) * PAGE_SIZE)
         .limit(PAGE_SIZE)
     ).all()
-    pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
     return render_template("audit.html", entries=entries, page=page, pages=pages, total=total)

@@ -34,7 +34,7 @@ def home():
     }
     try:
         beat = last_heartbeat(get_redis())
-        heartbeat = dt.datetime.fromisoformat(beat) if beat else None
+        heartbeat = _parse(beat)
         redis_ok = True
     except (RedisError, EmbeddedRedisError, OSError):
         heartbeat, redis_ok = None, False
@@ -51,3 +51,10 @@ def home():
 
 def _count(model: type) -> int:
     return db.session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def _parse(value: str | None) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None

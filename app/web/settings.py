@@ -39,6 +39,7 @@ def _render_keys(form: ApiKeyForm, new_secret: str | None = None, status: int = 
             "api_keys.html", keys=keys, form=form, revoke_form=RevokeForm(), new_secret=new_secret
         ),
         status,
+        {"Cache-Control": "no-store"} if new_secret else {},
     )
 
 
@@ -66,7 +67,7 @@ def create_key():
     return _render_keys(ApiKeyForm(formdata=None), new_secret=secret, status=201)
 
 
-@bp.post("/settings/api-keys/<int:key_id>/revoke")
+@bp.post("/settings/api-keys/<id:key_id>/revoke")
 @role_required(Role.ADMIN)
 def revoke_key(key_id: int):
     form = RevokeForm()
@@ -93,7 +94,7 @@ def _render_users(form: UserForm, status: int = 200):
     return render_template("users.html", users=rows, form=form, edits=edits), status
 
 
-@bp.post("/settings/users/<int:user_id>")
+@bp.post("/settings/users/<id:user_id>")
 @role_required(Role.ADMIN)
 def update_user_page(user_id: int):
     user = db.session.get(User, user_id)

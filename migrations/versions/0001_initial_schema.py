@@ -21,7 +21,7 @@ def upgrade():
     op.create_table('audit_log',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('actor', sa.String(length=200), nullable=False),
+    sa.Column('actor', sa.String(length=320), nullable=False),
     sa.Column('action', sa.String(length=64), nullable=False),
     sa.Column('target_type', sa.String(length=64), nullable=False),
     sa.Column('target_id', sa.String(length=128), nullable=True),

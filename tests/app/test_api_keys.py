@@ -147,3 +147,20 @@ def test_list_is_paginated(client, session):
     assert '"total": 5' in response.headers["X-Pagination"]
     bad = client.get("/api/v1/api-keys?page_size=0", headers=factories.bearer(secret))
     assert {e["field"] for e in _problem(bad, 422)["errors"]} == {"page_size"}
+
+
+def test_a_created_secret_is_not_cached(client, session):
+    _, secret = factories.api_key(session, "admin")
+    response = client.post(
+        "/api/v1/api-keys", json={"name": "crm", "scopes": ["read"]},
+        headers=factories.bearer(secret),
+    )
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_huge_ids_and_pages_are_404_and_empty_not_500(client, session):
+    _, secret = factories.api_key(session, "admin")
+    headers = factories.bearer(secret)
+    assert client.get(f"/api/v1/api-keys/{2**63}", headers=headers).status_code == 404
+    far = client.get(f"/api/v1/api-keys?page={2**63}", headers=headers)
+    assert far.status_code == 200 and far.get_json() == []

@@ -223,3 +223,26 @@ def test_overview_shows_how_long_ago_the_jobs_last_ran(client, session, app, now
     assert "2 minutes ago" in html and "check that" not in html
     record_heartbeat(get_redis(app), now - dt.timedelta(minutes=10))
     assert "check that" in client.get("/").get_data(as_text=True)
+
+
+def test_guesses_at_one_account_from_many_addresses_are_throttled(client, session, app):
+    factories.user(session, "admin")
+    limit = int(app.config["TENURE_SETTINGS"].login_limit.split()[0])
+    for i in range(limit):
+        client.environ_base["REMOTE_ADDR"] = f"10.0.0.{i + 1}"
+        assert factories.login(client, "admin@shop.example", "guess-guess-guess").status_code == 401
+    client.environ_base["REMOTE_ADDR"] = "10.0.1.1"
+    assert factories.login(client, "ADMIN@shop.example", factories.PASSWORD).status_code == 429
+    assert factories.login(client, "other@shop.example", "guess-guess-guess").status_code == 401
+
+
+def test_pages_cannot_be_framed_and_new_secrets_are_not_cached(client, session):
+    factories.user(session, "admin")
+    assert client.get("/login").headers["X-Frame-Options"] == "DENY"
+    factories.login(client, "admin@shop.example")
+    token = factories.csrf_token(client, "/settings/api-keys")
+    created = client.post(
+        "/settings/api-keys", data={"name": "crm", "scopes": ["read"], "csrf_token": token}
+    )
+    assert created.headers["Cache-Control"] == "no-store"
+    assert created.headers["X-Content-Type-Options"] == "nosniff"

@@ -19,14 +19,22 @@ BODIES = [
 ]
 
 
-def _api_routes(app):
+IDS = ["99999", str(2**31), str(2**63), "-1", "0", "nope"]
+
+
+def _routes(app, prefix):
     for rule in app.url_map.iter_rules():
-        if rule.rule.startswith("/api/v1/"):
-            path = rule.rule
-            for arg in rule.arguments:
-                path = path.replace(f"<int:{arg}>", "99999").replace(f"<{arg}>", "nope")
-            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-                yield method, path
+        if rule.rule.startswith(prefix):
+            for value in IDS if rule.arguments else [""]:
+                path = rule.rule
+                for arg in rule.arguments:
+                    path = path.replace(f"<id:{arg}>", value).replace(f"<{arg}>", value)
+                for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                    yield method, path
+
+
+def _api_routes(app):
+    yield from _routes(app, "/api/v1/")
 
 
 @pytest.mark.parametrize("content_type, body", BODIES)
@@ -35,7 +43,7 @@ def test_no_garbage_reaches_a_500(app, client, session, content_type, body):
     keys_before = session.scalar(select(func.count()).select_from(ApiKey))
     audit_before = session.scalar(select(func.count()).select_from(AuditEntry))
     for method, path in _api_routes(app):
-        for query in ("", "?page=-1&page_size=abc"):
+        for query in ("", "?page=-1&page_size=abc", f"?page={2**63}", f"?page={2**31}&page_size=2"):
             response = client.open(
                 path + query,
                 method=method,
@@ -48,3 +56,22 @@ def test_no_garbage_reaches_a_500(app, client, session, content_type, body):
                 assert response.mimetype == "application/problem+json", (method, path)
     assert session.scalar(select(func.count()).select_from(ApiKey)) == keys_before
     assert session.scalar(select(func.count()).select_from(AuditEntry)) == audit_before
+
+
+def test_no_page_or_form_reaches_a_500(app, client, session):
+    factories.user(session, "admin")
+    factories.login(client, "admin@shop.example")
+    token = factories.csrf_token(client, "/settings/users")
+    forms = [
+        {"csrf_token": token},
+        {"csrf_token": token, "name": "x" * 5000, "scopes": ["root", ""], "email": "\x00@x",
+         "role": "god", "password": "p"},
+        {"csrf_token": "forged"},
+    ]
+    paths = [p for p in _routes(app, "/") if not p[1].startswith(("/api/", "/static", "/logout"))]
+    for method, path in paths:
+        for query in ("", f"?page={2**63}", "?page=-5&next=//evil.example"):
+            for data in forms if method == "POST" else [None]:
+                response = client.open(path + query, method=method, data=data)
+                assert response.status_code < 500, (method, path, query, data)
+    assert client.get("/").status_code == 200  # still signed in: nothing broke the session

@@ -68,3 +68,50 @@ def test_an_unknown_role_changes_nothing(client, session):
     session.refresh(marketer)
     assert marketer.role is Role.MARKETER
     assert "Choose a valid role." in client.get("/settings/users").get_data(as_text=True)
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(committed_app):
+    """Both check 'is another admin left?' at the same moment; one must wait and lose."""
+    import threading
+
+    from app.auth.service import AuthError, create_user, update_user
+
+    maker = db_state = None
+    from app.extensions import db
+
+    db_state = db.state(committed_app)
+    maker = db_state.sessionmaker
+    with maker() as s:
+        ids = [create_user(s, email=f"a{i}@shop.example", password=factories.PASSWORD,
+                           role="admin", actor="test", now=factories.NOW).id for i in (1, 2)]
+        s.commit()
+    first_locked = threading.Event()
+    outcomes: dict[int, str] = {}
+
+    def demote(own: int, other_goes_first: bool) -> None:
+        with maker() as s:
+            if other_goes_first:
+                first_locked.wait(10)
+            try:
+                update_user(s, s.get(User, own), role="marketer", actor="test", now=factories.NOW)
+                if not other_goes_first:
+                    first_locked.set()
+                    threading.Event().wait(0.5)  # hold the lock while the other one tries
+                s.commit()
+                outcomes[own] = "demoted"
+            except AuthError:
+                s.rollback()
+                outcomes[own] = "refused"
+            finally:
+                first_locked.set()
+
+    threads = [threading.Thread(target=demote, args=(ids[0], False)),
+               threading.Thread(target=demote, args=(ids[1], True))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes.values()) == ["demoted", "refused"]
+    with maker() as s:
+        admins = s.scalars(select(User).where(User.role == Role.ADMIN, User.active)).all()
+    assert len(admins) == 1
