@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 5000
+COVERAGE := --cov=members --cov=journeys --cov=experiments --cov-branch \
+	--cov-report=term-missing:skip-covered --cov-fail-under=90
 
 .PHONY: install demo test test-fast bench lint format lock postgres-binaries clean
 
@@ -23,9 +25,10 @@ demo: install
 	$(BIN)/python scripts/demo.py --port $(PORT)
 
 # The suite runs every database test twice: on SQLite and on a PostgreSQL server
-# that the test session starts itself (tests/pg.py), with an embedded Redis.
+# that the test session starts itself (tests/services.py), with an embedded Redis;
+# branch coverage of the domain packages must stay above the floor.
 test: install postgres-binaries
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(COVERAGE) $(PYTEST_ARGS)
 
 test-fast: install
 	TENURE_TEST_DATABASES=sqlite $(BIN)/python -m pytest -n 2 --dist loadgroup -m 'not slow' $(PYTEST_ARGS)

@@ -72,7 +72,9 @@ def create_app(settings: Settings | None = None, **config_overrides: object) -> 
 
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops,
+            app.wsgi_app,
+            x_for=settings.proxy_hops,
+            x_proto=settings.proxy_hops,
             x_host=settings.proxy_hops,
         )
     app.url_map.converters["id"] = IdConverter

@@ -12,9 +12,9 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from redis import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 from rq import Worker
 from rq.cron import CronScheduler
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import clock, redis_server
 from app.auth.service import AuthError, create_api_key, create_user

@@ -177,8 +177,9 @@ def now() -> dt.datetime:
 
 
 @pytest.fixture
-def committed_app(request: pytest.FixtureRequest, database_url: str, redis_url: str,
-                  tmp_path: Path) -> Iterator[Flask]:
+def committed_app(
+    request: pytest.FixtureRequest, database_url: str, redis_url: str, tmp_path: Path
+) -> Iterator[Flask]:
     """An app on a database of its own, migrated, whose commits are real: for tests of
     several connections or processes at once. Slower than ``app``; use sparingly."""
     kind = "sqlite" if database_url.startswith("sqlite") else "postgresql"

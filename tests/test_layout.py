@@ -10,8 +10,19 @@ import pytest
 
 from config import ROOT
 
-WEB = {"flask", "flask_login", "flask_smorest", "flask_wtf", "flask_babel", "flask_limiter",
-       "flask_migrate", "werkzeug", "app", "workers", "config"}
+WEB = {
+    "flask",
+    "flask_login",
+    "flask_smorest",
+    "flask_wtf",
+    "flask_babel",
+    "flask_limiter",
+    "flask_migrate",
+    "werkzeug",
+    "app",
+    "workers",
+    "config",
+}
 # What each domain package may import from the project.
 ALLOWED = {
     "members": {"members"},
@@ -39,14 +50,27 @@ def test_domain_package_keeps_the_dependency_direction(package):
     offenders = []
     for path in (ROOT / package).rglob("*.py"):
         for name in _imports(path, package):
-            if name in WEB or (name in PROJECT and name not in ALLOWED[package]) or name.startswith("<"):
+            if (
+                name in WEB
+                or (name in PROJECT and name not in ALLOWED[package])
+                or name.startswith("<")
+            ):
                 offenders.append(f"{path.relative_to(ROOT)}: {name}")
     assert offenders == []
 
 
 def test_layout_of_design_md_exists():
-    for name in ["app", "members", "journeys", "experiments", "simulator", "workers",
-                 "migrations", "tests", "bench"]:
+    for name in [
+        "app",
+        "members",
+        "journeys",
+        "experiments",
+        "simulator",
+        "workers",
+        "migrations",
+        "tests",
+        "bench",
+    ]:
         assert (ROOT / name).is_dir(), name
     for name in ["config.py", "wsgi.py", "README.md", "Makefile", "pyproject.toml"]:
         assert (ROOT / name).is_file(), name

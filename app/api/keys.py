@@ -61,9 +61,7 @@ class ApiKeys(MethodView):
         offset = (pagination_parameters.page - 1) * pagination_parameters.page_size
         if offset >= pagination_parameters.item_count:
             return []  # past the end (and never an offset the database cannot hold)
-        return db.session.scalars(
-            query.offset(offset).limit(pagination_parameters.page_size)
-        ).all()
+        return db.session.scalars(query.offset(offset).limit(pagination_parameters.page_size)).all()
 
     @require_scope(Scope.ADMIN)
     @blp.doc(**BEARER_DOC)

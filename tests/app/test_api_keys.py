@@ -152,7 +152,8 @@ def test_list_is_paginated(client, session):
 def test_a_created_secret_is_not_cached(client, session):
     _, secret = factories.api_key(session, "admin")
     response = client.post(
-        "/api/v1/api-keys", json={"name": "crm", "scopes": ["read"]},
+        "/api/v1/api-keys",
+        json={"name": "crm", "scopes": ["read"]},
         headers=factories.bearer(secret),
     )
     assert response.headers["Cache-Control"] == "no-store"

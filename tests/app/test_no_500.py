@@ -64,8 +64,14 @@ def test_no_page_or_form_reaches_a_500(app, client, session):
     token = factories.csrf_token(client, "/settings/users")
     forms = [
         {"csrf_token": token},
-        {"csrf_token": token, "name": "x" * 5000, "scopes": ["root", ""], "email": "\x00@x",
-         "role": "god", "password": "p"},
+        {
+            "csrf_token": token,
+            "name": "x" * 5000,
+            "scopes": ["root", ""],
+            "email": "\x00@x",
+            "role": "god",
+            "password": "p",
+        },
         {"csrf_token": "forged"},
     ]
     paths = [p for p in _routes(app, "/") if not p[1].startswith(("/api/", "/static", "/logout"))]

@@ -82,8 +82,17 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(committed_app):
     db_state = db.state(committed_app)
     maker = db_state.sessionmaker
     with maker() as s:
-        ids = [create_user(s, email=f"a{i}@shop.example", password=factories.PASSWORD,
-                           role="admin", actor="test", now=factories.NOW).id for i in (1, 2)]
+        ids = [
+            create_user(
+                s,
+                email=f"a{i}@shop.example",
+                password=factories.PASSWORD,
+                role="admin",
+                actor="test",
+                now=factories.NOW,
+            ).id
+            for i in (1, 2)
+        ]
         s.commit()
     first_locked = threading.Event()
     outcomes: dict[int, str] = {}
@@ -105,8 +114,10 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(committed_app):
             finally:
                 first_locked.set()
 
-    threads = [threading.Thread(target=demote, args=(ids[0], False)),
-               threading.Thread(target=demote, args=(ids[1], True))]
+    threads = [
+        threading.Thread(target=demote, args=(ids[0], False)),
+        threading.Thread(target=demote, args=(ids[1], True)),
+    ]
     for t in threads:
         t.start()
     for t in threads:

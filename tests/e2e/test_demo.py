@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.cookiejar
+import json
 import os
 import re
 import signal
@@ -85,6 +86,14 @@ def test_demo_starts_serves_a_login_and_stops_cleanly(tmp_path, database, reques
         assert url == f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"{url}/healthz") as health:
             assert health.status == 200
+        # The cron process enqueues the heartbeat at start and the forking worker runs it.
+        deadline = time.monotonic() + 60
+        beat = None
+        while beat is None and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{url}/healthz") as health:
+                beat = json.load(health)["last_cron_heartbeat"]
+            time.sleep(0.5)
+        assert beat is not None, "cron + worker never ran the heartbeat job"
         home = _login(url, email, password)
         assert "Overview" in home and email in home
         with pytest.raises(urllib.error.HTTPError) as refused:
