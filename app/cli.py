@@ -13,7 +13,6 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from redis import RedisError
 from rq import Worker
-from rq.cron import CronScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import clock, redis_server
@@ -21,7 +20,7 @@ from app.auth.service import AuthError, create_api_key, create_user
 from app.extensions import db
 from app.redis_client import get_redis
 from workers import queues, runtime
-from workers.schedule import register_all
+from workers.schedule import LeaderCronScheduler, register_all
 
 
 def register_cli(app: Flask) -> None:
@@ -129,8 +128,11 @@ def worker_command(queue_names: tuple[str, ...], burst: bool, name: str | None) 
 @click.command("cron", cls=OneLineCommand)
 @with_appcontext
 def cron_command() -> None:
-    """Run RQ's cron scheduler with Tenure's periodic jobs (workers/schedule.py)."""
-    scheduler = CronScheduler(connection=_redis_or_fail())
+    """Run RQ's cron scheduler with Tenure's periodic jobs (workers/schedule.py).
+
+    Run one or several: only the one holding the lease enqueues.
+    """
+    scheduler = LeaderCronScheduler(connection=_redis_or_fail())
     register_all(scheduler)
     scheduler.start()
 

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable
 
 from rq.cron import CronScheduler
+from rq.utils import now
 
 from workers import jobs, queues
 
@@ -30,3 +31,40 @@ def register_all(scheduler: CronScheduler) -> None:
             cron=item.cron,
             name=item.func.__name__,
         )
+
+
+LEADER_KEY = "tenure:cron:leader"
+# The scheduler sleeps at most 60 s between rounds; a lease of twice that survives one
+# slow round, and a standby takes over within two minutes of the leader dying.
+LEASE_SECONDS = 120
+
+# Extend the lease only if it is still ours (atomically: no one can take it in between).
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('expire', KEYS[1], ARGV[2])
+end
+return redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) and 1 or 0
+"""
+
+
+class LeaderCronScheduler(CronScheduler):
+    """RQ's cron scheduler, of which any number may run: only the one holding a lease in
+    Redis enqueues, so periodic jobs never run twice per tick. The others keep time."""
+
+    def enqueue_jobs(self):
+        if self.is_leader():
+            return super().enqueue_jobs()
+        tick = now()
+        for job in self._cron_jobs:
+            if job.should_run():
+                job.set_enqueue_time(tick)  # skip this tick: the leader has it
+        return []
+
+    def is_leader(self) -> bool:
+        renewed = self.connection.eval(_RENEW, 1, LEADER_KEY, self.name, LEASE_SECONDS)
+        return bool(renewed)
+
+    def register_death(self, pipeline=None) -> None:
+        release = "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end"
+        self.connection.eval(release, 1, LEADER_KEY, self.name)
+        super().register_death(pipeline)

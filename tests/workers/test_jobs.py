@@ -66,3 +66,18 @@ def test_periodic_jobs_are_registered_with_rq_cron(redis):
     assert registered == {(p.func, p.queue, p.interval) for p in PERIODIC}
     scheduler.enqueue_jobs()
     assert Queue(queues.LOW, connection=redis).count == 1
+
+
+def test_two_cron_processes_enqueue_each_tick_once(redis):
+    from workers.schedule import LEADER_KEY, LeaderCronScheduler
+
+    first, second = LeaderCronScheduler(connection=redis), LeaderCronScheduler(connection=redis)
+    for scheduler in (first, second):
+        register_all(scheduler)
+        scheduler.register_birth()  # as start() does
+    assert first.enqueue_jobs() and not second.enqueue_jobs()
+    assert Queue(queues.LOW, connection=redis).count == len(PERIODIC)
+    assert second.calculate_sleep_interval() > 0  # the standby keeps time, does not spin
+    first.register_death()  # the leader stops: the lease is released, the standby leads
+    assert redis.get(LEADER_KEY) is None
+    assert second.is_leader()
