@@ -52,9 +52,6 @@ class Database:
     def engine(self) -> Engine:
         return self.state().engine
 
-    def get_engine(self) -> Engine:  # what Flask-Migrate's templates call
-        return self.engine
-
     def _new_session(self) -> Session:
         return self.state().sessionmaker()
 

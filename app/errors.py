@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 JSON_PREFIXES = ("/api/", "/v1/")
+# Where webargs found the bad input: the first level of its error dict.
+LOCATIONS = frozenset({"json", "query", "form", "headers", "files", "view_args"})
 
 
 def wants_json() -> bool:
@@ -28,29 +30,16 @@ def wants_json() -> bool:
 
 def field_errors(messages: Any, location: str | None = None, prefix: str = "") -> list[dict]:
     """Flatten marshmallow's nested error dict into [{field, in, message}]."""
+    if isinstance(messages, str):
+        return [{"field": prefix or None, "in": location or "json", "message": messages}]
+    if isinstance(messages, list):
+        return [e for item in messages for e in field_errors(item, location, prefix)]
     out: list[dict] = []
-    if isinstance(messages, dict):
-        for key, value in messages.items():
-            if location is None and key in (
-                "json",
-                "query",
-                "form",
-                "headers",
-                "files",
-                "view_args",
-            ):
-                out.extend(field_errors(value, key, prefix))
-            else:
-                name = f"{prefix}.{key}" if prefix else str(key)
-                out.extend(field_errors(value, location, name))
-    elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
-        for message in messages:
-            out.append({"field": prefix or None, "in": location or "json", "message": message})
-    elif isinstance(messages, list):
-        for item in messages:
-            out.extend(field_errors(item, location, prefix))
-    elif isinstance(messages, str):
-        out.append({"field": prefix or None, "in": location or "json", "message": messages})
+    for key, value in (messages or {}).items():
+        if location is None and key in LOCATIONS:
+            out.extend(field_errors(value, key, prefix))
+        else:
+            out.extend(field_errors(value, location, f"{prefix}.{key}" if prefix else str(key)))
     return out
 
 

@@ -116,10 +116,3 @@ def stop(instance_path: Path) -> bool:
     while pidfile.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     return True
-
-
-def server_pid(instance_path: Path) -> int | None:
-    try:
-        return int((Path(instance_path) / "redis.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
