@@ -7,7 +7,7 @@ import re
 import uuid
 from pathlib import Path
 
-from flask import Flask, g, request, send_from_directory
+from flask import Flask, g, has_request_context, request, send_from_directory
 from flask_babel import get_locale
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -171,8 +171,6 @@ class IdConverter(IntegerConverter):
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        from flask import has_request_context
-
         if not hasattr(record, "request_id"):
             record.request_id = g.get("request_id", "-") if has_request_context() else "-"
         return True
