@@ -20,15 +20,18 @@ LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
 BEARER_DOC = {"security": [{"bearerAuth": []}]}
 
 
-def require_scope(scope: Scope) -> Callable:
-    """Refuse the request unless it carries a live API key holding ``scope`` (or admin)."""
+def require_scope(*scopes: Scope) -> Callable:
+    """Refuse the request unless it carries a live API key holding one of ``scopes``
+    (admin holds them all)."""
+    wanted = {*scopes, Scope.ADMIN}
+    names = " or ".join(f"'{s.value}'" for s in scopes)
 
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             key = authenticate_request()
-            if scope not in key.scope_set and Scope.ADMIN not in key.scope_set:
-                abort(403, message=f"this API key lacks the '{scope.value}' scope")
+            if not wanted & key.scope_set:
+                abort(403, message=f"this API key lacks the {names} scope")
             return view(*args, **kwargs)
 
         return wrapper

@@ -1,0 +1,45 @@
+"""Validation of member fields that any entry point (API, Segment, CSV) shares."""
+
+from __future__ import annotations
+
+import functools
+from zoneinfo import available_timezones
+
+import phonenumbers
+from phonenumbers import PhoneNumberType
+
+from members.errors import InvalidField
+
+DEFAULT_PHONE_REGION = "CN"
+_MOBILE = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
+
+
+def normalise_phone(raw: str, default_region: str = DEFAULT_PHONE_REGION) -> str:
+    """Return the number in E.164 (+8613800138000); only mobile numbers can get SMS."""
+    try:
+        number = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException:
+        raise InvalidField("phone", f"{raw!r} is not a phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidField("phone", f"{raw!r} is not a valid phone number")
+    if phonenumbers.number_type(number) not in _MOBILE:
+        raise InvalidField("phone", f"{raw!r} is not a mobile number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def check_timezone(name: str) -> str:
+    if name not in _zones():
+        raise InvalidField("timezone", f"{name!r} is not an IANA time zone (e.g. Asia/Shanghai)")
+    return name
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """+8613800138000 -> +86138****8000, for logs and lists."""
+    if not phone:
+        return phone
+    return phone[:6] + "*" * max(len(phone) - 10, 0) + phone[-4:]

@@ -1,0 +1,187 @@
+"""Members in and out: upsert by external id, read, list with a cursor, consent.
+
+Callers validate shapes (types, lengths) at their edge; this module checks meaning
+(phone, time zone) and writes. It flushes, never commits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
+
+from members.errors import InvalidField, NotFound
+from members.fields import check_timezone, normalise_phone
+from members.lifecycle import Stage
+from members.member import Channel, ConsentRecord, Member
+
+# Fields a client may set; everything else on the row is Tenure's own.
+PROFILE_FIELDS = (
+    "phone",
+    "name",
+    "timezone",
+    "region",
+    "birthday",
+    "joined_at",
+    "push_token",
+    "attributes",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class UpsertResult:
+    external_id: str
+    created: bool
+    member: Member
+
+
+def clean_profile(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Check and normalise the meaning of profile fields; raise InvalidField."""
+    clean = {k: v for k, v in fields.items() if k in PROFILE_FIELDS}
+    if clean.get("phone"):
+        clean["phone"] = normalise_phone(clean["phone"])
+    if clean.get("timezone"):
+        clean["timezone"] = check_timezone(clean["timezone"])
+    elif "timezone" in clean:
+        raise InvalidField("timezone", "must not be empty")
+    joined = clean.get("joined_at")
+    if joined is not None:
+        if joined.tzinfo is None:
+            raise InvalidField("joined_at", "give a time zone offset (e.g. +08:00)")
+        clean["joined_at"] = joined.astimezone(dt.UTC)
+    return clean
+
+
+def upsert(
+    session: Session, external_id: str, fields: Mapping[str, Any], now: dt.datetime
+) -> UpsertResult:
+    """Create the member or update the fields given (absent fields are kept).
+
+    An identify of an erased member brings it back as a new profile (PIPL: the
+    member chose to return); attributes given are merged into the existing ones.
+    """
+    clean = clean_profile(fields)
+    member = session.scalar(select(Member).where(Member.external_id == external_id))
+    created = member is None
+    if member is None:
+        member = Member(
+            external_id=external_id,
+            joined_at=clean.pop("joined_at", None) or now,
+            attributes={},
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(member)
+    elif member.erased_at is not None:
+        member.erased_at = None
+    attributes = clean.pop("attributes", None)
+    for name, value in clean.items():
+        setattr(member, name, value)
+    if attributes:
+        member.attributes = {**(member.attributes or {}), **attributes}
+    member.updated_at = now
+    session.flush()
+    return UpsertResult(external_id, created, member)
+
+
+def get(session: Session, external_id: str) -> Member:
+    member = session.scalar(select(Member).where(Member.external_id == external_id))
+    if member is None:
+        raise NotFound("member", external_id)
+    return member
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberFilter:
+    stage: Stage | None = None
+    tier: str | None = None
+    region: str | None = None
+    joined_after: dt.datetime | None = None
+    joined_before: dt.datetime | None = None
+    attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    include_erased: bool = False
+
+
+def list_page(
+    session: Session, filters: MemberFilter, after_id: int | None, limit: int
+) -> tuple[list[Member], int | None]:
+    """One page of members in id order, and the id to continue after (None at the end).
+
+    Keyset pagination: stable while members are added, and as fast on page 1,000 as
+    on page 1.
+    """
+    query = select(Member).order_by(Member.id).limit(limit + 1)
+    conditions = []
+    if after_id is not None:
+        conditions.append(Member.id > after_id)
+    if filters.stage is not None:
+        conditions.append(Member.stage == filters.stage)
+    if filters.tier is not None:
+        conditions.append(Member.tier == filters.tier)
+    if filters.region is not None:
+        conditions.append(Member.region == filters.region)
+    if filters.joined_after is not None:
+        conditions.append(Member.joined_at >= filters.joined_after)
+    if filters.joined_before is not None:
+        conditions.append(Member.joined_at < filters.joined_before)
+    if not filters.include_erased:
+        conditions.append(Member.erased_at.is_(None))
+    for key, value in filters.attributes.items():
+        conditions.append(Member.attributes[key].as_string() == value)
+    if conditions:
+        query = query.where(and_(*conditions))
+    rows = list(session.scalars(query))
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None
+
+
+CONSENT_COLUMNS = {
+    Channel.SMS: "consent_sms",
+    Channel.PUSH: "consent_push",
+    Channel.EMAIL: "consent_email",
+    Channel.WEBHOOK: "consent_webhook",
+}
+
+
+def set_consent(
+    session: Session,
+    member: Member,
+    changes: Iterable[tuple[Channel, bool]],
+    *,
+    source: str,
+    now: dt.datetime,
+    note: str | None = None,
+) -> list[ConsentRecord]:
+    """Grant or withdraw consent per channel; every change is appended to consent_log.
+
+    Repeating the current state is recorded too: the log is evidence of what the
+    member said and when (PIPL art. 14), not only of changes.
+    """
+    if member.erased_at is not None:
+        raise InvalidField("member", "this member was erased; identify them again first")
+    records = []
+    order = list(Channel)
+    for channel, granted in sorted(changes, key=lambda change: order.index(change[0])):
+        setattr(member, CONSENT_COLUMNS[channel], granted)
+        record = ConsentRecord(
+            member_id=member.id,
+            channel=channel.value,
+            granted=granted,
+            source=source,
+            at=now,
+            note=note,
+        )
+        session.add(record)
+        records.append(record)
+    member.updated_at = now
+    session.flush()
+    return records
+
+
+def consent_of(member: Member) -> dict[str, bool]:
+    return {channel.value: getattr(member, column) for channel, column in CONSENT_COLUMNS.items()}
