@@ -42,6 +42,8 @@ class Settings:
     # How many reverse proxies (TLS terminators, load balancers) stand in front of the
     # web processes: their X-Forwarded-* headers are trusted, and cookies are Secure.
     proxy_hops: int = 0
+    # An event for an external id Tenure has never seen: create the member, or reject it.
+    unknown_members: str = "create"
     testing: bool = False
 
     def __post_init__(self) -> None:
@@ -68,6 +70,10 @@ class Settings:
                 f"TENURE_LOGIN_LIMIT={self.login_limit!r} is not a rate limit "
                 "(e.g. '10 per minute;50 per hour')"
             ) from None
+        if self.unknown_members not in ("create", "reject"):
+            raise ConfigError(
+                f"TENURE_UNKNOWN_MEMBERS={self.unknown_members!r} must be create or reject"
+            )
         if not 0 <= self.proxy_hops <= 5:
             raise ConfigError("TENURE_PROXY_HOPS must be a number from 0 to 5")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -94,6 +100,7 @@ class Settings:
             login_limit=env.get("TENURE_LOGIN_LIMIT") or cls.login_limit,
             log_level=(env.get("TENURE_LOG_LEVEL") or "INFO").upper(),
             proxy_hops=_int(env, "TENURE_PROXY_HOPS", 0),
+            unknown_members=env.get("TENURE_UNKNOWN_MEMBERS") or "create",
         )
 
     @property

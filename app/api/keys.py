@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import func, select
 
 from app import clock
 from app.api.auth import BEARER_DOC, api_actor, require_scope
+from app.api.blueprint import Blueprint
 from app.auth.models import ApiKey, Scope
 from app.auth.service import AuthError, create_api_key, revoke_api_key
 from app.extensions import db

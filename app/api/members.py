@@ -7,12 +7,13 @@ import binascii
 from typing import ClassVar
 
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from sqlalchemy import select
 
 from app import clock
 from app.api.auth import BEARER_DOC, require_scope
+from app.api.blueprint import Blueprint
 from app.auth.models import Scope
 from app.errors import field_errors
 from app.extensions import db

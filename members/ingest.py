@@ -1,0 +1,227 @@
+"""Events in: a batch checked item by item, then stored set-based.
+
+One round trip resolves the members, one creates the unknown ones, and one inserts
+the events with ``ON CONFLICT (event_id) DO NOTHING RETURNING event_id``: the
+unique key, not a query per event, decides what is a duplicate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import functools
+import re
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from babel.numbers import list_currencies
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from members.event import Event
+from members.member import Member
+
+# Types Tenure knows; any other name matching CUSTOM_TYPE is a custom event.
+KNOWN_TYPES = frozenset(
+    {
+        "order",
+        "refund",
+        "login",
+        "app_open",
+        "checkin",
+        "review",
+        "share",
+        "referral",
+        "coupon_redeemed",
+    }
+)
+MONEY_TYPES = frozenset({"order", "refund"})
+CUSTOM_TYPE = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
+# Clocks drift; an event more than this far ahead of the server is an error, not news.
+MAX_FUTURE = dt.timedelta(hours=1)
+MAX_PROPERTY_DEPTH = 8
+
+
+class UnknownMembers(enum.StrEnum):
+    CREATE = "create"
+    REJECT = "reject"
+
+
+class Status(enum.StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+@dataclasses.dataclass
+class EventIn:
+    event_id: str
+    member: str  # the member's external id
+    type: str
+    occurred_at: dt.datetime
+    properties: dict[str, Any] = dataclasses.field(default_factory=dict)
+    amount: Decimal | None = None
+    currency: str | None = None
+    category: str | None = None
+
+
+@dataclasses.dataclass
+class Outcome:
+    event_id: str
+    status: Status
+    field: str | None = None
+    reason: str | None = None
+
+
+def check(event: EventIn, now: dt.datetime) -> tuple[str, str] | None:
+    """The first problem with an event's meaning as (field, reason), or None."""
+    if not (event.type in KNOWN_TYPES or CUSTOM_TYPE.match(event.type)):
+        return "type", "use lower-case letters, digits and _ . : - (e.g. order, wishlist_add)"
+    if event.occurred_at.tzinfo is None:
+        return "occurred_at", "give a time zone offset (e.g. +08:00)"
+    if event.occurred_at - now > MAX_FUTURE:
+        return "occurred_at", "is more than an hour in the future"
+    if event.amount is not None:
+        if not event.amount.is_finite() or event.amount < 0:
+            return "amount", "must be a number of 0 or more (a refund is its own event type)"
+        if event.amount >= Decimal("1e12"):
+            return "amount", "is too large"
+    elif event.type in MONEY_TYPES:
+        return "amount", f"an {event.type} needs an amount"
+    if event.currency is not None and event.currency not in _currencies():
+        return "currency", f"{event.currency!r} is not an ISO 4217 code (e.g. CNY)"
+    if _depth(event.properties) > MAX_PROPERTY_DEPTH:
+        return "properties", f"nests deeper than {MAX_PROPERTY_DEPTH} levels"
+    return None
+
+
+def ingest(
+    session: Session,
+    events: Sequence[EventIn],
+    *,
+    now: dt.datetime,
+    default_currency: str,
+    unknown_members: UnknownMembers = UnknownMembers.CREATE,
+) -> list[Outcome]:
+    """Store a batch; return one outcome per event, in order. Flushes, never commits."""
+    outcomes: list[Outcome | None] = [None] * len(events)
+    seen: set[str] = set()
+    valid: list[int] = []
+    for i, event in enumerate(events):
+        problem = check(event, now)
+        if problem:
+            outcomes[i] = Outcome(event.event_id, Status.REJECTED, *problem)
+        elif event.event_id in seen:
+            outcomes[i] = Outcome(event.event_id, Status.DUPLICATE)
+        else:
+            seen.add(event.event_id)
+            valid.append(i)
+
+    members = _resolve_members(session, {events[i].member for i in valid}, now, unknown_members)
+    rows = []
+    for i in valid:
+        event = events[i]
+        member_id = members.get(event.member)
+        if member_id is None:
+            reason = (
+                "is erased; identify the member again first"
+                if event.member in members
+                else "is not a known member"
+            )
+            outcomes[i] = Outcome(event.event_id, Status.REJECTED, "member", reason)
+            continue
+        rows.append(
+            {
+                "event_id": event.event_id,
+                "member_id": member_id,
+                "type": event.type,
+                "occurred_at": event.occurred_at.astimezone(dt.UTC),
+                "received_at": now,
+                "properties": event.properties,
+                "amount": event.amount,
+                "currency": (event.currency or default_currency)
+                if event.amount is not None
+                else None,
+                "category": event.category,
+            }
+        )
+    stored = _insert_new(session, rows)
+    for i in valid:
+        if outcomes[i] is None:
+            status = Status.ACCEPTED if events[i].event_id in stored else Status.DUPLICATE
+            outcomes[i] = Outcome(events[i].event_id, status)
+    return [o for o in outcomes if o is not None]
+
+
+def _resolve_members(
+    session: Session, external_ids: set[str], now: dt.datetime, unknown: UnknownMembers
+) -> dict[str, int | None]:
+    """external id -> member id (None for an erased member); unknown ids are created
+    or left out."""
+    if not external_ids:
+        return {}
+    found = _lookup(session, external_ids)
+    missing = external_ids - found.keys()
+    if missing and unknown is UnknownMembers.CREATE:
+        _insert_ignore(
+            session,
+            Member,
+            [
+                {
+                    "external_id": x,
+                    "joined_at": now,
+                    "attributes": {},
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for x in sorted(missing)
+            ],
+            "external_id",
+        )
+        found.update(_lookup(session, missing))
+    return found
+
+
+def _lookup(session: Session, external_ids: set[str]) -> dict[str, int | None]:
+    rows = session.execute(
+        select(Member.external_id, Member.id, Member.erased_at).where(
+            Member.external_id.in_(external_ids)
+        )
+    )
+    return {x: (None if erased else member_id) for x, member_id, erased in rows}
+
+
+def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the events whose event_id is new; return those event ids."""
+    if not rows:
+        return set()
+    return set(_insert_ignore(session, Event, rows, "event_id", returning=Event.event_id))
+
+
+def _insert_ignore(session, model, rows, key: str, returning=None) -> list:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(model).on_conflict_do_nothing(index_elements=[key])
+    if returning is not None:
+        statement = statement.returning(returning)
+        return list(session.scalars(statement, rows))
+    session.execute(statement, rows)
+    return []
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_PROPERTY_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+@functools.cache
+def _currencies() -> frozenset[str]:
+    return frozenset(list_currencies())
