@@ -140,7 +140,7 @@ def test_unknown_members_can_be_rejected_instead(committed_app):
         (b'{"events": "x"}', "application/json", 422),
         (b'{"events": [1, "a", null]}', "application/json", 200),
         (b"[" * 100_000 + b"]" * 100_000, "application/json", 400),
-        (gzip.compress(b'{"events": []}'), "application/json", 400),
+        (gzip.compress(b'{"events": []}', mtime=0), "application/json", 400),
     ],
 )
 def test_unreadable_bodies_are_4xx_never_500(client, session, key, body, content_type, status):
