@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import api_auth, events_insert
+from bench import api_auth, events_insert, ingest
 
-BENCHMARKS = [events_insert, api_auth]
+BENCHMARKS = [events_insert, api_auth, ingest]
 
 
 def main() -> int:

@@ -204,10 +204,12 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
 def _insert_ignore(session, model, rows, key: str, returning=None) -> list:
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(model).on_conflict_do_nothing(index_elements=[key])
+    # The table, not the entity: Core's executemany batches the rows into multi-row
+    # INSERTs ("insertmanyvalues", RETURNING included); the ORM path went row by row.
+    statement = insert(model.__table__).on_conflict_do_nothing(index_elements=[key])
     if returning is not None:
         statement = statement.returning(returning)
-        return list(session.scalars(statement, rows))
+        return list(session.execute(statement, rows).scalars())
     session.execute(statement, rows)
     return []
 

@@ -1,0 +1,164 @@
+"""Event ingest through HTTP as in production: gunicorn with 2 workers, a concurrent
+client posting batches of 1,000 (events/s, p50/p99 batch latency, worker memory)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from app import create_app, redis_server
+from app.auth.service import create_api_key
+from app.extensions import db
+from config import ROOT, Settings
+from tests.services import PostgresServer, free_port
+
+EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
+BATCH = 1000
+CLIENTS = 4
+MEMBERS = 20_000
+
+
+def run() -> None:
+    for kind in ("sqlite", "postgresql"):
+        _run_one(kind)
+
+
+def _run_one(kind: str) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="tenure-bench-ingest-", dir="/tmp"))
+    pg = PostgresServer().start() if kind == "postgresql" else None
+    try:
+        url = (pg.url.rsplit("/", 1)[0] + "/postgres") if pg else f"sqlite:///{folder}/b.db"
+        redis_url = redis_server.ensure_running(folder)
+        settings = Settings(
+            database_url=url, redis_url=redis_url, secret_key="b" * 32, instance_path=folder
+        )
+        app = create_app(settings)
+        from flask_migrate import upgrade
+
+        with app.app_context():
+            upgrade()
+            _, secret = create_api_key(
+                db.session, name="bench", scopes="ingest", actor="bench", now=_now()
+            )
+            db.session.commit()
+        db.state(app).engine.dispose()
+        port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "REDIS_URL": redis_url,
+            "SECRET_KEY": "b" * 32,
+            "TENURE_INSTANCE_PATH": str(folder),
+            "TENURE_LOG_LEVEL": "WARNING",
+        }
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--log-level",
+                "warning",
+                "wsgi:app",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        try:
+            _wait(port)
+            _measure(kind, port, secret, server)
+        finally:
+            server.terminate()
+            server.wait(30)
+    finally:
+        redis_server.stop(folder)
+        if pg:
+            pg.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _now():
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC)
+
+
+def _wait(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("gunicorn did not come up")
+
+
+def _body(batch: int) -> bytes:
+    events = []
+    for i in range(batch * BATCH, (batch + 1) * BATCH):
+        order = i % 5 == 0
+        events.append(
+            {
+                "event_id": f"ev-{i}",
+                "member": f"m-{i % MEMBERS}",
+                "type": "order" if order else "login",
+                "occurred_at": f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+08:00",
+                **({"amount": "199.00", "category": "美妆"} if order else {}),
+                "properties": {"channel": "app"},
+            }
+        )
+    return json.dumps({"events": events}).encode()
+
+
+def _measure(kind: str, port: int, secret: str, server: subprocess.Popen) -> None:
+    batches = EVENTS // BATCH
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    workers = psutil.Process(server.pid).children()
+    rss_start = sum(w.memory_info().rss for w in workers)
+    latencies: list[float] = []
+
+    def client(batch_ids: list[int]) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        accepted = 0
+        for b in batch_ids:
+            body = _body(b)
+            start = time.perf_counter()
+            conn.request("POST", "/api/v1/events", body=body, headers=headers)
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            latencies.append(time.perf_counter() - start)
+            if response.status != 200:
+                raise RuntimeError(f"{response.status}: {answer}")
+            accepted += answer["counts"]["accepted"]
+        return accepted
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
+        accepted = sum(pool.map(client, [list(range(c, batches, CLIENTS)) for c in range(CLIENTS)]))
+    elapsed = time.perf_counter() - start
+    rss_end = sum(w.memory_info().rss for w in workers)
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(
+        f"{kind}: {accepted:,} events accepted in {elapsed:.1f}s = "
+        f"{accepted / elapsed:,.0f} events/s; batch of {BATCH} p50 "
+        f"{statistics.median(latencies) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; "
+        f"gunicorn workers RSS {rss_start / 2**20:.0f} -> {rss_end / 2**20:.0f} MiB "
+        f"({CLIENTS} client threads, 2 gunicorn workers)",
+        flush=True,
+    )
