@@ -38,6 +38,8 @@ class Settings:
     currency: str = "CNY"
     instance_path: Path = DEFAULT_INSTANCE
     login_limit: str = "10 per minute;50 per hour"
+    # Requests per API key (a batch of 1,000 events is one request).
+    api_limit: str = "3000 per minute"
     log_level: str = "INFO"
     # How many reverse proxies (TLS terminators, load balancers) stand in front of the
     # web processes: their X-Forwarded-* headers are trusted, and cookies are Secure.
@@ -62,14 +64,17 @@ class Settings:
             raise ConfigError(
                 f"TENURE_CURRENCY={self.currency!r} is not an ISO 4217 currency code (e.g. CNY)"
             )
-        try:
-            if not parse_many(self.login_limit):
-                raise ValueError
-        except ValueError:
-            raise ConfigError(
-                f"TENURE_LOGIN_LIMIT={self.login_limit!r} is not a rate limit "
-                "(e.g. '10 per minute;50 per hour')"
-            ) from None
+        for variable, value in (
+            ("TENURE_LOGIN_LIMIT", self.login_limit),
+            ("TENURE_API_LIMIT", self.api_limit),
+        ):
+            try:
+                if not parse_many(value):
+                    raise ValueError
+            except ValueError:
+                raise ConfigError(
+                    f"{variable}={value!r} is not a rate limit (e.g. '10 per minute;50 per hour')"
+                ) from None
         if self.unknown_members not in ("create", "reject"):
             raise ConfigError(
                 f"TENURE_UNKNOWN_MEMBERS={self.unknown_members!r} must be create or reject"
@@ -98,6 +103,7 @@ class Settings:
             currency=env.get("TENURE_CURRENCY") or "CNY",
             instance_path=instance,
             login_limit=env.get("TENURE_LOGIN_LIMIT") or cls.login_limit,
+            api_limit=env.get("TENURE_API_LIMIT") or cls.api_limit,
             log_level=(env.get("TENURE_LOG_LEVEL") or "INFO").upper(),
             proxy_hops=_int(env, "TENURE_PROXY_HOPS", 0),
             unknown_members=env.get("TENURE_UNKNOWN_MEMBERS") or "create",

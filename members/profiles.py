@@ -11,10 +11,12 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
+from members import audit
 from members.errors import InvalidField, NotFound
+from members.event import Event
 from members.fields import check_timezone, normalise_phone
 from members.lifecycle import Stage
 from members.member import Channel, ConsentRecord, Member
@@ -77,7 +79,7 @@ def upsert(
         )
         session.add(member)
     elif member.erased_at is not None:
-        member.erased_at = None
+        member.erased_at = None  # consent stays withdrawn until given again
     attributes = clean.pop("attributes", None)
     for name, value in clean.items():
         setattr(member, name, value)
@@ -185,3 +187,36 @@ def set_consent(
 
 def consent_of(member: Member) -> dict[str, bool]:
     return {channel.value: getattr(member, column) for channel, column in CONSENT_COLUMNS.items()}
+
+
+def erase(session: Session, member: Member, *, actor: str, now: dt.datetime) -> bool:
+    """Erase a member's personal data on request (PIPL art. 47); False if already erased.
+
+    Wiped: phone, name, birthday, push token, attributes, and the properties of their
+    events (free-form, so possibly personal). Kept, de-identified: the external id as a
+    tombstone (so a late event cannot re-create the member without a new identify),
+    coarse fields (time zone, region, tier, stage) and each event's type, time and
+    amount, which running experiments aggregate. All consent is withdrawn.
+    """
+    if member.erased_at is not None:
+        return False
+    member.phone = member.name = member.birthday = member.push_token = None
+    member.attributes = {}
+    for column in CONSENT_COLUMNS.values():
+        setattr(member, column, False)
+    member.personalised_marketing = False
+    member.cross_border_consent = False
+    member.erased_at = member.updated_at = now
+    session.execute(
+        update(Event).where(Event.member_id == member.id).values(properties={}, category=None)
+    )
+    audit.record(
+        session,
+        actor=actor,
+        action="member.erased",
+        target_type="member",
+        target_id=member.id,
+        now=now,
+    )
+    session.flush()
+    return True

@@ -114,8 +114,13 @@ def database_url(request: pytest.FixtureRequest, tmp_root: Path, redis_url: str)
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str, tmp_root: Path) -> Settings:
-    return make_settings(database_url, redis_url, tmp_root / "instance")
+def settings(
+    request: pytest.FixtureRequest, database_url: str, redis_url: str, tmp_root: Path
+) -> Settings:
+    """The test's settings; ``@pytest.mark.settings(api_limit=...)`` changes some."""
+    marker = request.node.get_closest_marker("settings")
+    changes = marker.kwargs if marker else {}
+    return make_settings(database_url, redis_url, tmp_root / "instance", **changes)
 
 
 @pytest.fixture

@@ -46,6 +46,8 @@ def test_secret_key_is_generated_once_and_kept(tmp_path):
         ("DATABASE_URL", "postgresql+psycopg://u@db:port/tenure", "DATABASE_URL cannot be parsed"),
         ("REDIS_URL", "redis://redis:port/0", "REDIS_URL cannot be parsed"),
         ("TENURE_LOGIN_LIMIT", "lots", "TENURE_LOGIN_LIMIT"),
+        ("TENURE_API_LIMIT", "fast", "TENURE_API_LIMIT"),
+        ("TENURE_UNKNOWN_MEMBERS", "ignore", "TENURE_UNKNOWN_MEMBERS"),
         ("TENURE_PROXY_HOPS", "two", "TENURE_PROXY_HOPS"),
         ("TENURE_PROXY_HOPS", "9", "TENURE_PROXY_HOPS"),
     ],

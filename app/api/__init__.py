@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from flask import current_app
 from flask_smorest import Api
 
-from app.extensions import csrf
+from app.api.auth import api_key_identity
+from app.extensions import csrf, limiter
 
 
 def register_api(api: Api) -> None:
@@ -14,4 +16,11 @@ def register_api(api: Api) -> None:
 
     for blp in (members_blp, events_blp, keys_blp):
         csrf.exempt(blp)  # the API authenticates with Bearer keys, not cookies
+        if not getattr(blp, "_tenure_limited", False):  # blueprints are module singletons
+            limiter.limit(_api_limit, key_func=api_key_identity)(blp)
+            blp._tenure_limited = True
         api.register_blueprint(blp)
+
+
+def _api_limit() -> str:
+    return current_app.config["TENURE_SETTINGS"].api_limit

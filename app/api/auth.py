@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,14 @@ def authenticate_request() -> ApiKey:
         db.session.commit()
     g.api_key = key
     return key
+
+
+def api_key_identity() -> str:
+    """What API rate limits count by: the key sent (hashed), else the client address."""
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and secret.strip():
+        return "key:" + hashlib.sha256(secret.strip().encode()).hexdigest()[:24]
+    return "addr:" + (request.remote_addr or "-")
 
 
 def _unauthorized(message: str) -> None:

@@ -12,7 +12,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from sqlalchemy import select
 
 from app import clock
-from app.api.auth import BEARER_DOC, require_scope
+from app.api.auth import BEARER_DOC, api_actor, require_scope
 from app.api.blueprint import Blueprint
 from app.auth.models import Scope
 from app.errors import field_errors
@@ -286,6 +286,18 @@ class MemberById(MethodView):
             _invalid(exc)
         db.session.commit()
         return result.member
+
+    @require_scope(Scope.INGEST, Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.response(204)
+    def delete(self, external_id: str):
+        """Erase the member's personal data (PIPL): phone, name, birthday, push token,
+        attributes and event properties are wiped, consent withdrawn; the external id
+        stays as a tombstone so late events cannot re-create the member. A new
+        identify (POST /members) brings the member back. Erasing twice changes nothing."""
+        member = _get_or_404(external_id)
+        profiles.erase(db.session, member, actor=api_actor(), now=clock.now())
+        db.session.commit()
 
 
 @blp.route("/<string(maxlength=128):external_id>/consent")

@@ -2,6 +2,7 @@
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import func, select
 
 from app.auth.models import ApiKey
@@ -165,3 +166,16 @@ def test_huge_ids_and_pages_are_404_and_empty_not_500(client, session):
     assert client.get(f"/api/v1/api-keys/{2**63}", headers=headers).status_code == 404
     far = client.get(f"/api/v1/api-keys?page={2**63}", headers=headers)
     assert far.status_code == 200 and far.get_json() == []
+
+
+@pytest.mark.settings(api_limit="3 per minute")
+def test_each_key_has_its_own_rate_limit(client, session):
+    _, first = factories.api_key(session, "read", name="first")
+    _, second = factories.api_key(session, "read", name="second")
+    for _ in range(3):
+        assert client.get("/api/v1/members", headers=factories.bearer(first)).status_code == 200
+    refused = client.get("/api/v1/members", headers=factories.bearer(first))
+    assert refused.status_code == 429
+    assert refused.mimetype == "application/problem+json"
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert client.get("/api/v1/members", headers=factories.bearer(second)).status_code == 200

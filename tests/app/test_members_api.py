@@ -212,3 +212,80 @@ def test_timestamps_keep_their_instant_through_the_api(client, ingest):
     )
     back = client.get("/api/v1/members/t-1", headers=ingest).get_json()["joined_at"]
     assert dt.datetime.fromisoformat(back) == shanghai
+
+
+def test_erasure_wipes_personal_data_and_late_events_cannot_bring_it_back(client, session, ingest):
+    from members.audit import AuditEntry
+    from members.event import Event
+
+    client.post(
+        "/api/v1/members",
+        headers=ingest,
+        json={
+            "external_id": "p-1",
+            "phone": "13800138000",
+            "name": "王芳",
+            "birthday": "1988-03-08",
+            "attributes": {"wechat": "wf88"},
+            "region": "杭州",
+        },
+    )
+    client.post(
+        "/api/v1/members/p-1/consent",
+        headers=ingest,
+        json={"channels": {"sms": True}, "source": "signup"},
+    )
+    client.post(
+        "/api/v1/events",
+        headers=ingest,
+        json={
+            "events": [
+                {
+                    "event_id": "p-e1",
+                    "member": "p-1",
+                    "type": "order",
+                    "amount": "99",
+                    "occurred_at": "2026-11-01T10:00:00+08:00",
+                    "properties": {"address": "西湖区..."},
+                }
+            ]
+        },
+    )
+    assert client.delete("/api/v1/members/p-1", headers=ingest).status_code == 204
+    assert client.delete("/api/v1/members/p-1", headers=ingest).status_code == 204  # idempotent
+    erased = session.scalar(select(Member).where(Member.external_id == "p-1"))
+    session.refresh(erased)
+    assert (erased.phone, erased.name, erased.birthday, erased.attributes) == (None, None, None, {})
+    assert erased.consent_sms is False and erased.erased_at is not None
+    assert erased.region == "杭州"  # coarse, kept for aggregates
+    event = session.scalar(select(Event).where(Event.event_id == "p-e1"))
+    session.refresh(event)
+    assert event.properties == {} and event.amount == 99
+    entries = session.scalars(select(AuditEntry).where(AuditEntry.action == "member.erased"))
+    assert len(list(entries)) == 1
+    late = client.post(
+        "/api/v1/events",
+        headers=ingest,
+        json={
+            "events": [
+                {
+                    "event_id": "p-e2",
+                    "member": "p-1",
+                    "type": "login",
+                    "occurred_at": "2026-11-02T10:00:00+08:00",
+                }
+            ]
+        },
+    ).get_json()
+    assert late["results"][0]["status"] == "rejected"
+    assert late["results"][0]["errors"][0]["field"] == "member"
+    assert client.get("/api/v1/members", headers=ingest).get_json()["items"] == []
+    refused = client.post(
+        "/api/v1/members/p-1/consent",
+        headers=ingest,
+        json={"channels": {"sms": True}, "source": "x"},
+    )
+    assert "member" in _problem_fields(refused)
+    back = client.post("/api/v1/members", headers=ingest, json={"external_id": "p-1"})
+    assert back.status_code == 200 and back.get_json()["erased_at"] is None
+    assert back.get_json()["consent"]["sms"] is False
