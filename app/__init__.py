@@ -101,6 +101,9 @@ def create_app(settings: Settings | None = None, **config_overrides: object) -> 
     from app.web import bp as web_bp
 
     register_api(api)
+    from app import segment
+
+    segment.init_app(app)
     csrf.exempt(health_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(auth_bp)
