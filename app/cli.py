@@ -19,11 +19,13 @@ from app import clock, redis_server
 from app.auth.service import AuthError, create_api_key, create_user
 from app.extensions import db
 from app.redis_client import get_redis
+from members import csv_import, ingest
 from workers import queues, runtime
 from workers.schedule import LeaderCronScheduler, register_all
 
 
 def register_cli(app: Flask) -> None:
+    app.cli.add_command(import_group)
     for command in (
         create_user_command,
         create_api_key_command,
@@ -163,3 +165,70 @@ def _redis_or_fail():
     except (RedisError, redis_server.EmbeddedRedisError, OSError) as exc:
         _fail(f"cannot reach Redis: {exc}")
     return connection
+
+
+@click.group("import", cls=click.Group)
+def import_group() -> None:
+    """Import members or events from a CSV file (UTF-8 or GB18030)."""
+
+
+def _run_import(path: str, dry_run: bool, kind: str) -> None:
+    settings = current_app.config["TENURE_SETTINGS"]
+    try:
+        with open(path, "rb") as f:
+            text = csv_import.decode(f.read())
+    except OSError as exc:
+        _fail(f"FILE: cannot read {path}: {exc.strerror}")
+    except csv_import.CsvError as exc:
+        _fail(f"FILE: {exc}")
+    lines = max(text.count("\n"), 1)
+    try:
+        with click.progressbar(length=lines, label=f"Checking {kind}", file=sys.stderr) as bar:
+            if kind == "members":
+                report = csv_import.import_members(
+                    db.session, text, now=clock.now(), write=not dry_run, progress=bar.update
+                )
+            else:
+                report = csv_import.import_events(
+                    db.session,
+                    text,
+                    now=clock.now(),
+                    write=not dry_run,
+                    default_currency=settings.currency,
+                    unknown_members=ingest.UnknownMembers(settings.unknown_members),
+                    progress=bar.update,
+                )
+    except csv_import.CsvError as exc:
+        db.session.rollback()
+        _fail(f"FILE: {exc}")
+    for error in report.errors:
+        click.echo(str(error), err=True)
+    if report.errors:
+        db.session.rollback()
+        _fail(f"{len(report.errors)} of {report.rows} rows are bad; nothing was imported")
+    if dry_run:
+        db.session.rollback()
+        click.echo(f"{report.rows} rows checked, all good (dry run: nothing written)")
+        return
+    db.session.commit()
+    stored = ", ".join(f"{n} {status}" for status, n in sorted(report.stored.items()))
+    click.echo(f"{report.rows} rows imported: {stored}")
+
+
+@import_group.command("members", cls=OneLineCommand)
+@click.argument("path", metavar="FILE")
+@click.option("--dry-run", is_flag=True, help="Check every row and report; write nothing.")
+@with_appcontext
+def import_members_command(path: str, dry_run: bool) -> None:
+    """Upsert members by external_id from a CSV file; any bad row stops the import."""
+    _run_import(path, dry_run, "members")
+
+
+@import_group.command("events", cls=OneLineCommand)
+@click.argument("path", metavar="FILE")
+@click.option("--dry-run", is_flag=True, help="Check every row and report; write nothing.")
+@with_appcontext
+def import_events_command(path: str, dry_run: bool) -> None:
+    """Store events from a CSV file (duplicates by event_id are skipped); any bad row
+    stops the import."""
+    _run_import(path, dry_run, "events")

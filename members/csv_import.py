@@ -1,0 +1,225 @@
+"""CSV files of members and events, as shops export them (UTF-8 with or without BOM,
+or GB18030 as Chinese Excel writes it): read, check every row, then store.
+
+Columns: members — external_id, phone, name, timezone, region, birthday (YYYY-MM-DD),
+joined_at (ISO 8601 with offset); any ``attr.<name>`` column goes into attributes.
+Events — event_id, member, type, occurred_at, amount, currency, category; any
+``prop.<name>`` column goes into properties. Empty cells are absent values.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import io
+from collections.abc import Callable, Iterator
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from members import ingest, profiles
+from members.errors import InvalidField
+
+MEMBER_COLUMNS = {"external_id", "phone", "name", "timezone", "region", "birthday", "joined_at"}
+EVENT_COLUMNS = {"event_id", "member", "type", "occurred_at", "amount", "currency", "category"}
+CHUNK = 1000
+
+
+class CsvError(ValueError):
+    """The file as a whole cannot be read (encoding, header)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RowError:
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.field}: {self.message}"
+
+
+@dataclasses.dataclass
+class Report:
+    rows: int = 0
+    valid: int = 0
+    errors: list[RowError] = dataclasses.field(default_factory=list)
+    stored: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def decode(data: bytes) -> str:
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise CsvError("the file is neither UTF-8 nor GB18030 text")
+
+
+def _rows(
+    text: str, required: set[str], known: set[str], prefix: str
+) -> Iterator[tuple[int, dict[str, str]]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in reader.fieldnames or []]
+    if not header:
+        raise CsvError("the file is empty: the first line must name the columns")
+    reader.fieldnames = header
+    missing = required - set(header)
+    if missing:
+        raise CsvError(f"missing column(s): {', '.join(sorted(missing))}")
+    unknown = [h for h in header if h not in known and not h.startswith(prefix)]
+    if unknown:
+        raise CsvError(
+            f"unknown column(s): {', '.join(unknown)} (extra data goes in {prefix}<name> columns)"
+        )
+    for row in reader:
+        # The line of the row's last physical line: quoted cells may span lines.
+        yield reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}
+
+
+def parse_members(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    for line, row in _rows(text, {"external_id"}, MEMBER_COLUMNS, "attr."):
+        try:
+            yield line, _member(row)
+        except InvalidField as exc:
+            yield line, RowError(line, exc.field, exc.message)
+
+
+def _member(row: dict[str, str]) -> dict[str, Any]:
+    if not row.get("external_id"):
+        raise InvalidField("external_id", "is empty")
+    if len(row["external_id"]) > 128:
+        raise InvalidField("external_id", "is longer than 128 characters")
+    item: dict[str, Any] = {
+        k: v
+        for k, v in row.items()
+        if k in MEMBER_COLUMNS and v and k not in ("birthday", "joined_at")
+    }
+    if row.get("birthday"):
+        try:
+            item["birthday"] = dt.date.fromisoformat(row["birthday"])
+        except ValueError:
+            raise InvalidField("birthday", f"{row['birthday']!r} is not YYYY-MM-DD") from None
+    if row.get("joined_at"):
+        item["joined_at"] = _time(row["joined_at"], "joined_at")
+    attributes = {k.removeprefix("attr."): v for k, v in row.items() if k.startswith("attr.") and v}
+    if attributes:
+        item["attributes"] = attributes
+    clean = profiles.clean_profile(item)  # phone and time zone, as the API checks them
+    clean["external_id"] = item["external_id"]
+    return clean
+
+
+def parse_events(text: str, now: dt.datetime) -> Iterator[tuple[int, ingest.EventIn | RowError]]:
+    for line, row in _rows(
+        text, {"event_id", "member", "type", "occurred_at"}, EVENT_COLUMNS, "prop."
+    ):
+        try:
+            event = _event(row)
+            problem = ingest.check(event, now)
+            if problem:
+                raise InvalidField(*problem)
+            yield line, event
+        except InvalidField as exc:
+            yield line, RowError(line, exc.field, exc.message)
+
+
+def _event(row: dict[str, str]) -> ingest.EventIn:
+    for name in ("event_id", "member", "type", "occurred_at"):
+        if not row.get(name):
+            raise InvalidField(name, "is empty")
+    if len(row["event_id"]) > 100:
+        raise InvalidField("event_id", "is longer than 100 characters")
+    amount = None
+    if row.get("amount"):
+        try:
+            amount = Decimal(row["amount"].replace(",", ""))
+        except InvalidOperation:
+            raise InvalidField("amount", f"{row['amount']!r} is not a number") from None
+    return ingest.EventIn(
+        event_id=row["event_id"],
+        member=row["member"],
+        type=row["type"],
+        occurred_at=_time(row["occurred_at"], "occurred_at"),
+        amount=amount,
+        currency=row.get("currency") or None,
+        category=row.get("category") or None,
+        properties={
+            k.removeprefix("prop."): v for k, v in row.items() if k.startswith("prop.") and v
+        },
+    )
+
+
+def _time(value: str, field: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidField(field, f"{value!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise InvalidField(field, "give a time zone offset (e.g. 2026-11-23T10:00:00+08:00)")
+    return parsed
+
+
+def import_members(
+    session: Session,
+    text: str,
+    *,
+    now: dt.datetime,
+    write: bool,
+    progress: Callable[[int], None] = lambda n: None,
+) -> Report:
+    """Check every row; when ``write`` and no row is bad, upsert them all."""
+    report = Report()
+    items = []
+    for _, parsed in parse_members(text):
+        report.rows += 1
+        progress(1)
+        if isinstance(parsed, RowError):
+            report.errors.append(parsed)
+        else:
+            items.append(parsed)
+    report.valid = len(items)
+    if write and not report.errors:
+        created = 0
+        for item in items:
+            created += profiles.upsert(session, item.pop("external_id"), item, now).created
+        report.stored = {"created": created, "updated": len(items) - created}
+    return report
+
+
+def import_events(
+    session: Session,
+    text: str,
+    *,
+    now: dt.datetime,
+    write: bool,
+    default_currency: str,
+    unknown_members: ingest.UnknownMembers,
+    progress: Callable[[int], None] = lambda n: None,
+) -> Report:
+    """Check every row; when ``write`` and no row is bad, store them in chunks."""
+    report = Report()
+    events = []
+    for _, parsed in parse_events(text, now):
+        report.rows += 1
+        progress(1)
+        if isinstance(parsed, RowError):
+            report.errors.append(parsed)
+        else:
+            events.append(parsed)
+    report.valid = len(events)
+    if write and not report.errors:
+        stored: dict[str, int] = {}
+        for start in range(0, len(events), CHUNK):
+            for outcome in ingest.ingest(
+                session,
+                events[start : start + CHUNK],
+                now=now,
+                default_currency=default_currency,
+                unknown_members=unknown_members,
+            ):
+                stored[outcome.status.value] = stored.get(outcome.status.value, 0) + 1
+        report.stored = stored
+    return report
