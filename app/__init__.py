@@ -7,7 +7,7 @@ import re
 import uuid
 from pathlib import Path
 
-from flask import Flask, g, has_request_context, request, send_from_directory
+from flask import Flask, abort, g, has_request_context, request, send_from_directory
 from flask_babel import get_locale
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -111,6 +111,7 @@ def create_app(settings: Settings | None = None, **config_overrides: object) -> 
     register_cli(app)
     _register_request_ids(app)
     _register_security_headers(app)
+    _refuse_nul_characters(app)
     if settings.redis_url is None and not settings.testing:
         _start_embedded_redis_on_first_request(app)
 
@@ -153,6 +154,20 @@ def _start_embedded_redis_on_first_request(app: Flask) -> None:
             get_redis()
         except (EmbeddedRedisError, OSError) as exc:
             log.warning("embedded redis not started: %s", exc)
+
+
+def _refuse_nul_characters(app: Flask) -> None:
+    """PostgreSQL text cannot hold NUL (0x00): refuse it at the door, in the query
+    string or a text body, rather than fail at the database with a 500."""
+
+    @app.before_request
+    def no_nul() -> None:
+        if b"%00" in request.query_string or b"\x00" in request.query_string:
+            abort(400, "The query string contains a NUL character (%00), which text cannot hold.")
+        if request.mimetype != "multipart/form-data" and request.content_length:
+            body = request.get_data(cache=True)
+            if b"\x00" in body or b"\\u0000" in body or b"%00" in body:
+                abort(400, "The body contains a NUL character (\\u0000), which text cannot hold.")
 
 
 def _register_security_headers(app: Flask) -> None:

@@ -6,11 +6,13 @@ else is logged with the request id and answered with a 500 that shows no traceba
 
 from __future__ import annotations
 
+import http
 import logging
 from typing import Any
 
 from flask import Response, g, jsonify, render_template, request
 from flask_smorest import Api
+from flask_smorest.spec import prepare_response
 from flask_wtf.csrf import CSRFError
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -85,6 +87,18 @@ class TenureApi(Api):
     """flask-smorest's Api with Tenure's error answers instead of its JSON format."""
 
     ERROR_SCHEMA = ProblemSchema
+
+    def _register_responses(self):
+        """Document error responses as application/problem+json, as they are sent."""
+        for status in http.HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if not (100 <= status < 200) and status not in (204, 304):
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, PROBLEM_JSON)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "Any error, as a problem document", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, PROBLEM_JSON)
+        self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
 
     def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
         return handle_http_exception(error)

@@ -81,3 +81,25 @@ def test_no_page_or_form_reaches_a_500(app, client, session):
                 response = client.open(path + query, method=method, data=data)
                 assert response.status_code < 500, (method, path, query, data)
     assert client.get("/").status_code == 200  # still signed in: nothing broke the session
+
+
+def test_nul_characters_are_refused_at_the_door(client, session):
+    """PostgreSQL text cannot hold NUL: on either database the answer is a 400."""
+    _, secret = factories.api_key(session, "admin")
+    headers = factories.bearer(secret)
+    body = client.post(
+        "/api/v1/members",
+        headers=headers,
+        data=b'{"external_id": "a\\u0000b"}',
+        content_type="application/json",
+    )
+    assert body.status_code == 400 and body.mimetype == "application/problem+json"
+    query = client.get("/api/v1/members?attribute=a%00:b", headers=headers)
+    assert query.status_code == 400
+    form = client.post(
+        "/login",
+        data=b"email=a%00@b.c&password=x",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert form.status_code == 400 and form.mimetype == "text/html"
+    assert session.scalar(select(func.count()).select_from(ApiKey)) == 1
