@@ -227,3 +227,76 @@ def _depth(value: Any, level: int = 0) -> int:
 @functools.cache
 def _currencies() -> frozenset[str]:
     return frozenset(list_currencies())
+
+
+_EVENT_FIELDS = frozenset(
+    {"event_id", "member", "type", "occurred_at", "properties", "amount", "currency", "category"}
+)
+_MAX_LENGTH = {"event_id": 100, "member": 128, "type": 64, "category": 64}
+
+
+def parse(raw: Any) -> EventIn | list[tuple[str, str]]:
+    """An event from its JSON form, or every (field, problem) with it.
+
+    Hand-written rather than a marshmallow schema: it runs a thousand times a batch
+    on the ingest fast path. The API documents the same shape as EventInSchema.
+    """
+    if not isinstance(raw, dict):
+        return [("", "each event is a JSON object")]
+    errors: list[tuple[str, str]] = [(k, "unknown field") for k in raw if k not in _EVENT_FIELDS]
+    for name in ("event_id", "member", "type", "occurred_at"):
+        value = raw.get(name)
+        if value is None:
+            errors.append((name, "is required"))
+        elif not isinstance(value, str):
+            errors.append((name, "must be a string"))
+        elif not value or len(value) > _MAX_LENGTH.get(name, 64):
+            errors.append((name, f"must be 1 to {_MAX_LENGTH.get(name, 64)} characters"))
+    for name in ("currency", "category"):
+        value = raw.get(name)
+        if value is not None and not isinstance(value, str):
+            errors.append((name, "must be a string"))
+    currency = raw.get("currency")
+    if isinstance(currency, str) and len(currency) != 3:
+        errors.append(("currency", "must be a 3-letter ISO 4217 code"))
+    category = raw.get("category")
+    if isinstance(category, str) and len(category) > _MAX_LENGTH["category"]:
+        errors.append(("category", "must be at most 64 characters"))
+    properties = raw.get("properties")
+    if properties is None:
+        properties = {}
+    elif not isinstance(properties, dict):
+        errors.append(("properties", "must be an object"))
+    occurred_at = None
+    if isinstance(raw.get("occurred_at"), str) and raw["occurred_at"]:
+        try:
+            occurred_at = dt.datetime.fromisoformat(raw["occurred_at"].replace("Z", "+00:00"))
+        except ValueError:
+            errors.append(("occurred_at", "is not an ISO 8601 time"))
+        else:
+            if occurred_at.tzinfo is None:
+                errors.append(("occurred_at", "give a time zone offset (e.g. +08:00)"))
+    amount = raw.get("amount")
+    if amount is not None:
+        if isinstance(amount, bool) or not isinstance(amount, (str, int, float)):
+            errors.append(("amount", "must be a number"))
+        else:
+            try:
+                amount = Decimal(str(amount))
+            except ArithmeticError:
+                errors.append(("amount", "must be a number"))
+            else:
+                if not amount.is_finite():
+                    errors.append(("amount", "must be a finite number"))
+    if errors:
+        return errors
+    return EventIn(
+        event_id=raw["event_id"],
+        member=raw["member"],
+        type=raw["type"],
+        occurred_at=occurred_at,
+        properties=properties,
+        amount=amount,
+        currency=currency,
+        category=category,
+    )

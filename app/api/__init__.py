@@ -20,6 +20,10 @@ def register_api(api: Api) -> None:
             limiter.limit(_api_limit, key_func=api_key_identity)(blp)
             blp._tenure_limited = True
         api.register_blueprint(blp)
+    from app.api.events import EventInSchema
+
+    if "EventIn" not in api.spec.components.schemas:
+        api.spec.components.schema("EventIn", schema=EventInSchema)
 
 
 def _api_limit() -> str:
