@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import datetime as dt
 import io
+import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -223,3 +224,62 @@ def import_events(
                 stored[outcome.status.value] = stored.get(outcome.status.value, 0) + 1
         report.stored = stored
     return report
+
+
+EXPORT_COLUMNS = [
+    "external_id",
+    "phone",
+    "name",
+    "timezone",
+    "region",
+    "birthday",
+    "joined_at",
+    "stage",
+    "tier",
+    "points_balance",
+    "consent_sms",
+    "consent_push",
+]
+
+
+def export_members(
+    session: Session, filters: profiles.MemberFilter, page_size: int = 1000
+) -> Iterator[str]:
+    """CSV text (header first) of the members matching the filters, read page by page
+    so that a million members stream in constant memory; attributes as one JSON column.
+    Erased members are left out."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*EXPORT_COLUMNS, "attributes"])
+    yield _drain(buffer)
+    after = None
+    while True:
+        members, after = profiles.list_page(session, filters, after, page_size)
+        for m in members:
+            writer.writerow(
+                [
+                    m.external_id,
+                    m.phone or "",
+                    m.name or "",
+                    m.timezone,
+                    m.region or "",
+                    m.birthday.isoformat() if m.birthday else "",
+                    m.joined_at.isoformat(),
+                    m.stage.value if m.stage else "",
+                    m.tier or "",
+                    m.points_balance,
+                    int(m.consent_sms),
+                    int(m.consent_push),
+                    json.dumps(m.attributes, ensure_ascii=False) if m.attributes else "",
+                ]
+            )
+        yield _drain(buffer)
+        if after is None:
+            return
+
+
+def _drain(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text

@@ -6,6 +6,7 @@ import base64
 import binascii
 from typing import ClassVar
 
+from flask import Response, stream_with_context
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
@@ -17,7 +18,7 @@ from app.api.blueprint import Blueprint
 from app.auth.models import Scope
 from app.errors import field_errors
 from app.extensions import db
-from members import profiles
+from members import csv_import, profiles
 from members.errors import InvalidField, NotFound
 from members.event import Event
 from members.lifecycle import Stage
@@ -200,17 +201,42 @@ class Members(MethodView):
     @blp.response(200, MemberPageSchema)
     def get(self, args):
         """List members in a stable order, filtered; follow next_cursor for the next page."""
-        filters = profiles.MemberFilter(
-            stage=args.get("stage"),
-            tier=args.get("tier"),
-            region=args.get("region"),
-            joined_after=args.get("joined_after"),
-            joined_before=args.get("joined_before"),
-            attributes=dict(a.split(":", 1) for a in args.get("attribute", [])),
-        )
+        filters = _filters(args)
         after = _decode_cursor(args["cursor"]) if "cursor" in args else None
         items, last = profiles.list_page(db.session, filters, after, args["limit"])
         return {"items": items, "next_cursor": _encode_cursor(last) if last else None}
+
+
+@blp.route("/export.csv")
+class MemberExport(MethodView):
+    @require_scope(Scope.READ)
+    @blp.doc(**BEARER_DOC)
+    @blp.arguments(ListArgsSchema, location="query")
+    @blp.response(
+        200, description="text/csv, UTF-8 with BOM (opens in Excel)", content_type="text/csv"
+    )
+    def get(self, args):
+        """The members matching the list filters, as CSV, streamed."""
+        lines = csv_import.export_members(db.session, _filters(args))
+        response = Response(stream_with_context(_with_bom(lines)), mimetype="text/csv")
+        response.headers["Content-Disposition"] = 'attachment; filename="members.csv"'
+        return response
+
+
+def _with_bom(lines):
+    yield "\ufeff"
+    yield from lines
+
+
+def _filters(args) -> profiles.MemberFilter:
+    return profiles.MemberFilter(
+        stage=args.get("stage"),
+        tier=args.get("tier"),
+        region=args.get("region"),
+        joined_after=args.get("joined_after"),
+        joined_before=args.get("joined_before"),
+        attributes=dict(a.split(":", 1) for a in args.get("attribute", [])),
+    )
 
 
 @blp.route("/batch")

@@ -289,3 +289,29 @@ def test_erasure_wipes_personal_data_and_late_events_cannot_bring_it_back(client
     back = client.post("/api/v1/members", headers=ingest, json={"external_id": "p-1"})
     assert back.status_code == 200 and back.get_json()["erased_at"] is None
     assert back.get_json()["consent"]["sms"] is False
+
+
+def test_export_streams_the_filtered_members_as_csv(client, ingest):
+    import csv
+    import io
+
+    for i in range(5):
+        client.post(
+            "/api/v1/members",
+            headers=ingest,
+            json={
+                "external_id": f"x-{i}",
+                "name": f"会员{i}",
+                "region": "上海" if i % 2 else "北京",
+                "attributes": {"n": i},
+            },
+        )
+    client.delete("/api/v1/members/x-3", headers=ingest)
+    response = client.get("/api/v1/members/export.csv?region=上海", headers=ingest)
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    text = response.get_data(as_text=True)
+    assert text.startswith("\ufeff")
+    rows = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+    assert [(r["external_id"], r["name"]) for r in rows] == [("x-1", "会员1")]
+    assert rows[0]["attributes"] == '{"n": 1}'
+    assert client.get("/api/v1/members/export.csv?limit=0", headers=ingest).status_code == 422

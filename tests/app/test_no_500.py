@@ -54,6 +54,7 @@ def test_no_garbage_reaches_a_500(app, client, session, content_type, body):
             assert response.status_code < 500, (method, path, response.get_data(as_text=True))
             if response.status_code >= 400:
                 assert response.mimetype == "application/problem+json", (method, path)
+            response.close()  # a streamed answer (the CSV export) ends when closed
     assert session.scalar(select(func.count()).select_from(ApiKey)) == keys_before
     assert session.scalar(select(func.count()).select_from(AuditEntry)) == audit_before
 
