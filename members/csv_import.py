@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from members import ingest, profiles
 from members.errors import InvalidField
+from members.fields import parse_time
 
 MEMBER_COLUMNS = {"external_id", "phone", "name", "timezone", "region", "birthday", "joined_at"}
 EVENT_COLUMNS = {"event_id", "member", "type", "occurred_at", "amount", "currency", "category"}
@@ -104,7 +105,7 @@ def _member(row: dict[str, str]) -> dict[str, Any]:
         except ValueError:
             raise InvalidField("birthday", f"{row['birthday']!r} is not YYYY-MM-DD") from None
     if row.get("joined_at"):
-        item["joined_at"] = _time(row["joined_at"], "joined_at")
+        item["joined_at"] = parse_time(row["joined_at"], "joined_at")
     attributes = {k.removeprefix("attr."): v for k, v in row.items() if k.startswith("attr.") and v}
     if attributes:
         item["attributes"] = attributes
@@ -143,7 +144,7 @@ def _event(row: dict[str, str]) -> ingest.EventIn:
         event_id=row["event_id"],
         member=row["member"],
         type=row["type"],
-        occurred_at=_time(row["occurred_at"], "occurred_at"),
+        occurred_at=parse_time(row["occurred_at"], "occurred_at"),
         amount=amount,
         currency=row.get("currency") or None,
         category=row.get("category") or None,
@@ -153,14 +154,19 @@ def _event(row: dict[str, str]) -> ingest.EventIn:
     )
 
 
-def _time(value: str, field: str) -> dt.datetime:
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidField(field, f"{value!r} is not an ISO 8601 time") from None
-    if parsed.tzinfo is None:
-        raise InvalidField(field, "give a time zone offset (e.g. 2026-11-23T10:00:00+08:00)")
-    return parsed
+def _check(parsed_rows, progress: Callable[[int], None]) -> tuple[Report, list]:
+    """Count every row, keep the good ones, collect the errors of the bad ones."""
+    report = Report()
+    good = []
+    for _, parsed in parsed_rows:
+        report.rows += 1
+        progress(1)
+        if isinstance(parsed, RowError):
+            report.errors.append(parsed)
+        else:
+            good.append(parsed)
+    report.valid = len(good)
+    return report, good
 
 
 def import_members(
@@ -172,16 +178,7 @@ def import_members(
     progress: Callable[[int], None] = lambda n: None,
 ) -> Report:
     """Check every row; when ``write`` and no row is bad, upsert them all."""
-    report = Report()
-    items = []
-    for _, parsed in parse_members(text):
-        report.rows += 1
-        progress(1)
-        if isinstance(parsed, RowError):
-            report.errors.append(parsed)
-        else:
-            items.append(parsed)
-    report.valid = len(items)
+    report, items = _check(parse_members(text), progress)
     if write and not report.errors:
         created = 0
         for item in items:
@@ -201,16 +198,7 @@ def import_events(
     progress: Callable[[int], None] = lambda n: None,
 ) -> Report:
     """Check every row; when ``write`` and no row is bad, store them in chunks."""
-    report = Report()
-    events = []
-    for _, parsed in parse_events(text, now):
-        report.rows += 1
-        progress(1)
-        if isinstance(parsed, RowError):
-            report.errors.append(parsed)
-        else:
-            events.append(parsed)
-    report.valid = len(events)
+    report, events = _check(parse_events(text, now), progress)
     if write and not report.errors:
         stored: dict[str, int] = {}
         for start in range(0, len(events), CHUNK):

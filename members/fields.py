@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from zoneinfo import available_timezones
 
@@ -43,3 +44,14 @@ def mask_phone(phone: str | None) -> str | None:
     if not phone:
         return phone
     return phone[:6] + "*" * max(len(phone) - 10, 0) + phone[-4:]
+
+
+def parse_time(value: str, field: str) -> dt.datetime:
+    """An ISO 8601 time that carries its offset ('Z' allowed); naive times are refused."""
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidField(field, f"{value!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise InvalidField(field, "give a time zone offset (e.g. 2026-11-23T10:00:00+08:00)")
+    return parsed

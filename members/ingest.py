@@ -21,7 +21,9 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from members.errors import InvalidField
 from members.event import Event
+from members.fields import parse_time
 from members.member import Member
 
 # Types Tenure knows; any other name matching CUSTOM_TYPE is a custom event.
@@ -270,12 +272,9 @@ def parse(raw: Any) -> EventIn | list[tuple[str, str]]:
     occurred_at = None
     if isinstance(raw.get("occurred_at"), str) and raw["occurred_at"]:
         try:
-            occurred_at = dt.datetime.fromisoformat(raw["occurred_at"].replace("Z", "+00:00"))
-        except ValueError:
-            errors.append(("occurred_at", "is not an ISO 8601 time"))
-        else:
-            if occurred_at.tzinfo is None:
-                errors.append(("occurred_at", "give a time zone offset (e.g. +08:00)"))
+            occurred_at = parse_time(raw["occurred_at"], "occurred_at")
+        except InvalidField as exc:
+            errors.append((exc.field, exc.message))
     amount = raw.get("amount")
     if amount is not None:
         if isinstance(amount, bool) or not isinstance(amount, (str, int, float)):

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from members import ingest, profiles
 from members.errors import InvalidField
 from members.event import Event
+from members.fields import parse_time
 from members.member import Member
 
 ANON_PREFIX = "anon:"
@@ -217,15 +218,7 @@ def _amount(properties: Mapping[str, Any]) -> Decimal | None:
 
 
 def _time(value: Any, field: str) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return value
-    try:
-        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidField(field, "an ISO 8601 time with an offset") from None
-    if parsed.tzinfo is None:
-        raise InvalidField(field, "give a time zone offset")
-    return parsed
+    return value if isinstance(value, dt.datetime) else parse_time(str(value), field)
 
 
 def _date(value: Any, field: str) -> dt.date:
