@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import http
 from typing import Any
 
 import flask
 import flask_smorest
-from webargs.flaskparser import FlaskParser, abort
+from webargs.flaskparser import FlaskParser, abort, is_json_request
 
 
 class TenureParser(FlaskParser):
     def _raw_load_json(self, req: flask.Request) -> Any:
+        if not is_json_request(req) and (req.mimetype or req.content_length):
+            # webargs would treat the body as absent and answer 422 "missing data".
+            abort(
+                415,
+                messages={"headers": {"Content-Type": ["Send the body as application/json."]}},
+            )
         try:
             return super()._raw_load_json(req)
         except RecursionError:
@@ -20,3 +27,17 @@ class TenureParser(FlaskParser):
 
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = TenureParser()
+
+    def arguments(self, schema, *, location="json", **kwargs):
+        """flask-smorest's, documenting the 415 that a JSON body's parser answers."""
+        decorator = super().arguments(schema, location=location, **kwargs)
+        if location != "json":
+            return decorator
+
+        def documented(func):
+            wrapper = decorator(func)
+            responses = wrapper._apidoc["arguments"]["responses"]
+            responses[415] = http.HTTPStatus(415).name
+            return wrapper
+
+        return documented

@@ -177,3 +177,19 @@ def test_keys_without_ingest_or_revoked_are_refused(client, session):
     assert _post(client, factories.bearer(reader), [_event(1)]).status_code == 403
     assert client.post("/api/v1/events", json={"events": [_event(1)]}).status_code == 401
     assert _count(session) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"events": []}', "text/plain"),
+        (b"events=1", "application/x-www-form-urlencoded"),
+        (b'{"events": []}', None),
+    ],
+)
+def test_a_body_that_is_not_declared_json_is_415(client, session, key, body, content_type):
+    response = client.post("/api/v1/events", data=body, content_type=content_type, headers=key)
+    assert response.status_code == 415, response.get_data(as_text=True)[:300]
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["errors"][0]["field"] == "Content-Type"
+    assert _count(session) == 0
