@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from flask import Flask, abort, g, has_request_context, request, send_from_directory
-from flask_babel import get_locale
+from flask_babel import format_number, get_locale
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, **config_overrides: object) -> 
     limiter.init_app(app)
     babel.init_app(app, locale_selector=_select_locale)
     app.jinja_env.globals["get_locale"] = get_locale
+    app.jinja_env.filters["numberformat"] = format_number  # 1,234,567 per locale
     api.init_app(app)
 
     from app.api import register_api
@@ -104,6 +105,9 @@ def create_app(settings: Settings | None = None, **config_overrides: object) -> 
     from app import segment
 
     segment.init_app(app)
+    from app.segment.openapi import document
+
+    document(api.spec)
     csrf.exempt(health_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(auth_bp)

@@ -66,6 +66,11 @@ def _title(status: int) -> str:
     return HTTP_STATUS_CODES.get(status, "Error")
 
 
+def _code(status: int) -> str:
+    """400 -> bad_request, as Segment's API names its errors."""
+    return _title(status).lower().replace(" ", "_").replace("-", "_")
+
+
 class FieldErrorSchema(Schema):
     field = fields.Str(allow_none=True, metadata={"description": "e.g. scopes.1"})
     in_ = fields.Str(data_key="in", metadata={"description": "json, query, headers, ..."})
@@ -81,6 +86,8 @@ class ProblemSchema(Schema):
     detail = fields.Str()
     errors = fields.List(fields.Nested(FieldErrorSchema))
     request_id = fields.Str()
+    code = fields.Str(metadata={"description": "/v1 only: e.g. bad_request, as Segment's"})
+    message = fields.Str(metadata={"description": "/v1 only: what the SDKs log"})
 
 
 class TenureApi(Api):
@@ -124,7 +131,11 @@ def handle_http_exception(error: HTTPException):
             detail = "The request has invalid fields: " + ", ".join(
                 sorted({str(e["field"]) for e in errors})
             )
-        response = problem(code, detail, errors)
+        extra = {}
+        if request.path.startswith("/v1/"):
+            # The Segment and RudderStack SDKs read "code" and "message" from any error.
+            extra = {"code": _code(code), "message": detail or _title(code)}
+        response = problem(code, detail, errors, **extra)
         for name, value in headers.items():
             if name.lower() != "content-type":
                 response.headers[name] = value

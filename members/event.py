@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from members.db import Base, BigId, utcnow
@@ -32,3 +32,35 @@ class Event(Base):
         Index(None, "member_id", "occurred_at"),
         Index(None, "type", "occurred_at"),
     )
+
+
+class TrackMapping(Base):
+    """A marketer's mapping of a Segment ``track`` name onto a Tenure event type.
+
+    Rows override or extend ``members.segment.DEFAULT_TRACK_MAPPING``; deleting a row
+    that overrides a default restores the default.
+    """
+
+    __tablename__ = "track_mappings"
+
+    event_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(320))
+
+
+class IngestCount(Base):
+    """What came in, per day (in the programme's time zone), door and outcome: the
+    counters behind the "Data in" page. Rejections keep their field and reason, and
+    the id of the last message rejected for it so that an engineer can find it."""
+
+    __tablename__ = "ingest_counts"
+
+    day: Mapped[dt.date] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)  # api, segment, csv
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    field: Mapped[str] = mapped_column(String(64), primary_key=True, default="")
+    reason: Mapped[str] = mapped_column(String(200), primary_key=True, default="")
+    count: Mapped[int] = mapped_column(BigInteger)
+    example: Mapped[str | None] = mapped_column(String(100))
+    last_at: Mapped[dt.datetime]

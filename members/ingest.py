@@ -12,17 +12,17 @@ import datetime as dt
 import enum
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
 from babel.numbers import list_currencies
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from members.errors import InvalidField
-from members.event import Event
+from members.event import Event, IngestCount
 from members.fields import parse_time
 from members.member import Member
 
@@ -158,6 +158,53 @@ def ingest(
     return [o for o in outcomes if o is not None]
 
 
+def tally(
+    session: Session,
+    outcomes: Iterable[tuple[str, str | None, str | None, str | None]],
+    *,
+    source: str,
+    day: dt.date,
+    now: dt.datetime,
+) -> None:
+    """Add a batch's outcomes (status, field, reason, example id) to the day's counters:
+    one statement, in the caller's transaction."""
+    counts: dict[tuple[str, str, str], list] = {}
+    for status, field, reason, example in outcomes:
+        key = (status, (field or "")[:64], (reason or "")[:200])
+        entry = counts.setdefault(key, [0, None])
+        entry[0] += 1
+        if example is not None:
+            entry[1] = example[:100]
+    if not counts:
+        return
+    rows = [
+        {
+            "day": day,
+            "source": source,
+            "status": status,
+            "field": field,
+            "reason": reason,
+            "count": count,
+            "example": example,
+            "last_at": now,
+        }
+        # Sorted, so that two batches lock the same rows in the same order (PostgreSQL).
+        for (status, field, reason), (count, example) in sorted(counts.items())
+    ]
+    insert = _dialect_insert(session)(IngestCount.__table__)
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["day", "source", "status", "field", "reason"],
+            set_={
+                "count": IngestCount.__table__.c["count"] + insert.excluded["count"],
+                "example": func.coalesce(insert.excluded.example, IngestCount.__table__.c.example),
+                "last_at": insert.excluded.last_at,
+            },
+        ),
+        rows,
+    )
+
+
 def _resolve_members(
     session: Session, external_ids: set[str], now: dt.datetime, unknown: UnknownMembers
 ) -> dict[str, int | None]:
@@ -204,8 +251,7 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
 
 
 def _insert_ignore(session, model, rows, key: str, returning=None) -> list:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = _dialect_insert(session)
     # The table, not the entity: Core's executemany batches the rows into multi-row
     # INSERTs ("insertmanyvalues", RETURNING included); the ORM path went row by row.
     statement = insert(model.__table__).on_conflict_do_nothing(index_elements=[key])
@@ -214,6 +260,10 @@ def _insert_ignore(session, model, rows, key: str, returning=None) -> list:
         return list(session.execute(statement, rows).scalars())
     session.execute(statement, rows)
     return []
+
+
+def _dialect_insert(session: Session):
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def _depth(value: Any, level: int = 0) -> int:
@@ -298,4 +348,56 @@ def parse(raw: Any) -> EventIn | list[tuple[str, str]]:
         amount=amount,
         currency=currency,
         category=category,
+    )
+
+
+@dataclasses.dataclass
+class DayCounts:
+    day: dt.date
+    source: str
+    accepted: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.accepted + self.duplicate + self.rejected
+
+
+@dataclasses.dataclass
+class Rejection:
+    source: str
+    field: str
+    reason: str
+    count: int
+    last_at: dt.datetime
+    example: str | None
+
+
+def counts_since(session: Session, since: dt.date) -> tuple[list[DayCounts], list[Rejection]]:
+    """The counters from ``since`` on: per day and door (newest first), and the reasons
+    for rejection (most frequent first, with the last example of each)."""
+    days: dict[tuple[dt.date, str], DayCounts] = {}
+    rejections: dict[tuple[str, str, str], Rejection] = {}
+    rows = session.scalars(
+        select(IngestCount).where(IngestCount.day >= since).order_by(IngestCount.last_at)
+    )
+    for row in rows:
+        day = days.setdefault((row.day, row.source), DayCounts(row.day, row.source))
+        if row.status in ("accepted", "duplicate", "rejected"):
+            setattr(day, row.status, getattr(day, row.status) + row.count)
+        else:  # the Segment door's "ignored" (group, alias) counts as accepted
+            day.accepted += row.count
+        if row.status == "rejected":
+            key = (row.source, row.field, row.reason)
+            seen = rejections.get(key)
+            if seen is None:
+                rejections[key] = Rejection(*key, row.count, row.last_at, row.example)
+            else:  # rows come oldest first: the later one holds the last example
+                seen.count += row.count
+                seen.last_at = row.last_at
+                seen.example = row.example or seen.example
+    return (
+        sorted(days.values(), key=lambda d: (d.day, d.source), reverse=True),
+        sorted(rejections.values(), key=lambda r: (-r.count, r.source, r.field, r.reason)),
     )

@@ -1,7 +1,7 @@
 """Every model of the membership core, imported in one place for the metadata."""
 
 from members.audit import AuditEntry
-from members.event import Event
+from members.event import Event, IngestCount, TrackMapping
 from members.lifecycle import MemberFeatures, Stage, StageTransition
 from members.loyalty import BenefitGrant, BenefitKind, PointsLot, Tier
 from members.member import Channel, ConsentRecord, Member
@@ -13,10 +13,12 @@ __all__ = [
     "Channel",
     "ConsentRecord",
     "Event",
+    "IngestCount",
     "Member",
     "MemberFeatures",
     "PointsLot",
     "Stage",
     "StageTransition",
     "Tier",
+    "TrackMapping",
 ]

@@ -17,16 +17,17 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from members import ingest, profiles
+from members import audit, ingest, profiles
 from members.errors import InvalidField
-from members.event import Event
+from members.event import Event, TrackMapping
 from members.fields import parse_time
 from members.member import Member
 
 ANON_PREFIX = "anon:"
 MAX_MESSAGE_ID = 100
 
-# Segment's e-commerce spec names -> Tenure event types (marketers may extend this).
+# Segment's e-commerce spec names -> Tenure event types; marketers override and extend
+# them (track_mappings), see mapping().
 DEFAULT_TRACK_MAPPING: dict[str, str] = {
     "Order Completed": "order",
     "Signed In": "login",
@@ -38,6 +39,7 @@ DEFAULT_TRACK_MAPPING: dict[str, str] = {
     "Checked In": "checkin",
     "Referral Sent": "referral",
 }
+_DEFAULT_FOLDED = {name.casefold(): type_ for name, type_ in DEFAULT_TRACK_MAPPING.items()}
 # Traits that map onto member fields; every other trait goes into attributes.
 TRAIT_FIELDS = {
     "phone": "phone",
@@ -57,10 +59,128 @@ class Result:
     reason: str | None = None
 
 
-def event_type(name: str, mapping: Mapping[str, str] = DEFAULT_TRACK_MAPPING) -> str:
-    """'Order Completed' -> 'order'; unmapped names become snake_case custom types."""
-    if name in mapping:
-        return mapping[name]
+MAX_EVENT_NAME = 200
+
+
+@dataclasses.dataclass
+class MappingRow:
+    event_name: str
+    event_type: str
+    origin: str  # default | changed (a default overridden) | added
+    default_type: str | None
+    updated_at: dt.datetime | None = None
+    updated_by: str | None = None
+
+
+def mapping(session: Session) -> dict[str, str]:
+    """The track-name mapping in force, keyed by the case-folded name: the defaults with
+    the marketers' rows on top. Names match whatever their case ("order completed")."""
+    rows = session.execute(select(TrackMapping.event_name, TrackMapping.event_type))
+    return {**_DEFAULT_FOLDED, **{name.casefold(): type_ for name, type_ in rows}}
+
+
+def mapping_rows(session: Session) -> list[MappingRow]:
+    """Every mapping in force, defaults first in their order, then the added ones."""
+    saved = {m.event_name.casefold(): m for m in session.scalars(select(TrackMapping))}
+    rows = []
+    for name, default in DEFAULT_TRACK_MAPPING.items():
+        own = saved.pop(name.casefold(), None)
+        rows.append(
+            MappingRow(name, default, "default", default)
+            if own is None
+            else MappingRow(
+                name, own.event_type, "changed", default, own.updated_at, own.updated_by
+            )
+        )
+    for own in sorted(saved.values(), key=lambda m: m.event_name.casefold()):
+        rows.append(
+            MappingRow(
+                own.event_name, own.event_type, "added", None, own.updated_at, own.updated_by
+            )
+        )
+    return rows
+
+
+def set_mapping(
+    session: Session, event_name: Any, event_type_: Any, *, actor: str, now: dt.datetime
+) -> bool:
+    """Map a track name onto a type; False when that was already the mapping."""
+    name = _event_name(event_name)
+    if not isinstance(event_type_, str) or not (
+        event_type_ in ingest.KNOWN_TYPES or ingest.CUSTOM_TYPE.match(event_type_)
+    ):
+        raise InvalidField(
+            "event_type",
+            "a Tenure event type: order, refund, login, app_open, checkin, review, share, "
+            "referral, coupon_redeemed, or your own in lower-case letters, digits and _ . : -",
+        )
+    own = _own_row(session, name)
+    default = _DEFAULT_FOLDED.get(name.casefold())
+    before = own.event_type if own is not None else default
+    if before == event_type_:
+        return False
+    if own is not None and event_type_ == default:
+        session.delete(own)  # back to the default: no row needed
+    elif own is not None:
+        own.event_type, own.updated_at, own.updated_by = event_type_, now, actor
+    else:
+        session.add(
+            TrackMapping(event_name=name, event_type=event_type_, updated_at=now, updated_by=actor)
+        )
+    audit.record(
+        session,
+        actor=actor,
+        action="track_mapping.set",
+        target_type="track_mapping",
+        target_id=name,
+        details={"from": before, "to": event_type_},
+        now=now,
+    )
+    return True
+
+
+def reset_mapping(session: Session, event_name: Any, *, actor: str, now: dt.datetime) -> bool:
+    """Remove a marketer's mapping (a default comes back); False when there was none."""
+    name = _event_name(event_name)
+    own = _own_row(session, name)
+    if own is None:
+        return False
+    session.delete(own)
+    audit.record(
+        session,
+        actor=actor,
+        action="track_mapping.reset",
+        target_type="track_mapping",
+        target_id=name,
+        details={"from": own.event_type, "to": _DEFAULT_FOLDED.get(name.casefold())},
+        now=now,
+    )
+    return True
+
+
+def _own_row(session: Session, name: str) -> TrackMapping | None:
+    folded = name.casefold()
+    return next(
+        (m for m in session.scalars(select(TrackMapping)) if m.event_name.casefold() == folded),
+        None,
+    )
+
+
+def _event_name(value: Any) -> str:
+    name = value.strip() if isinstance(value, str) else ""
+    if not 0 < len(name) <= MAX_EVENT_NAME:
+        raise InvalidField(
+            "event_name", f"the track call's event name, 1 to {MAX_EVENT_NAME} characters"
+        )
+    return name
+
+
+def event_type(name: str, mapping: Mapping[str, str] | None = None) -> str:
+    """'Order Completed' -> 'order' (with a mapping from mapping(), or the defaults);
+    unmapped names become snake_case custom types."""
+    mapped = (_DEFAULT_FOLDED if mapping is None else mapping).get(name.strip().casefold())
+    if mapped is not None:
+        return mapped
     slug = "".join(c if c.isalnum() else "_" for c in name.strip().lower()).strip("_")
     return "_".join(filter(None, slug.split("_")))[:64] or "custom"
 
@@ -72,7 +192,7 @@ def apply_batch(
     now: dt.datetime,
     default_currency: str,
     unknown_members: ingest.UnknownMembers,
-    mapping: Mapping[str, str] = DEFAULT_TRACK_MAPPING,
+    mapping: Mapping[str, str] | None = None,
 ) -> list[Result]:
     """Apply messages in order; one Result each. Consecutive track/page/screen calls are
     stored together, set-based; an identify first stores the events before it."""

@@ -120,14 +120,14 @@ class Events(MethodView):
                 "status": "rejected",
                 "errors": [{"field": f or None, "in": "json", "message": m} for f, m in event],
             }
+        now = clock.now()
         outcomes = ingest.ingest(
             db.session,
             [e for _, e in parsed],
-            now=clock.now(),
+            now=now,
             default_currency=settings.currency,
             unknown_members=ingest.UnknownMembers(settings.unknown_members),
         )
-        db.session.commit()
         for (index, _), outcome in zip(parsed, outcomes, strict=True):
             result = {"index": index, "event_id": outcome.event_id, "status": outcome.status.value}
             if outcome.field:
@@ -135,8 +135,21 @@ class Events(MethodView):
                     {"field": outcome.field, "in": "json", "message": outcome.reason}
                 ]
             results[index] = result
+        ingest.tally(
+            db.session, _tally_rows(results), source="api", day=clock.local_date(now), now=now
+        )
+        db.session.commit()
         counts = {s.value: sum(r["status"] == s.value for r in results) for s in ingest.Status}
         return {"results": results, "counts": counts}
+
+
+def _tally_rows(results):
+    for result in results:
+        if result["status"] == "rejected":
+            first = result["errors"][0]
+            yield "rejected", first["field"], first["message"], result["event_id"]
+        else:
+            yield result["status"], None, None, None
 
 
 def _str(value: object) -> str | None:

@@ -22,9 +22,9 @@ from flask import Blueprint, current_app, jsonify, request
 from app import clock
 from app.auth.models import ApiKey, Scope
 from app.auth.service import find_api_key
+from app.errors import PROBLEM_JSON, problem
 from app.extensions import csrf, db, limiter
-from members import ingest
-from members.segment import apply_batch
+from members import ingest, segment
 
 log = logging.getLogger(__name__)
 bp = Blueprint("segment", __name__, url_prefix="/v1")
@@ -79,11 +79,21 @@ class SegmentBodies:
 
 
 def _raw_error(start_response, message: str):
-    body = json.dumps({"code": "bad_request", "message": message}).encode()
+    """Answered before Flask runs: the problem document app.errors would write."""
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": "Bad Request",
+            "status": 400,
+            "detail": message,
+            "code": "bad_request",
+            "message": message,
+        }
+    ).encode()
     start_response(
         "400 Bad Request",
         [
-            ("Content-Type", "application/json"),
+            ("Content-Type", PROBLEM_JSON),
             ("Content-Length", str(len(body))),
             ("Access-Control-Allow-Origin", "*"),
         ],
@@ -212,14 +222,15 @@ def _apply(key: ApiKey, messages: list):
     to_apply = [
         m if i not in oversize else {"type": "_oversize"} for i, m in enumerate(accepted_part)
     ]
-    results = apply_batch(
+    now = clock.now()
+    results = segment.apply_batch(
         db.session,
         to_apply,
-        now=clock.now(),
+        now=now,
         default_currency=settings.currency,
         unknown_members=ingest.UnknownMembers(settings.unknown_members),
+        mapping=segment.mapping(db.session),
     )
-    db.session.commit()
     answers = []
     for i, result in enumerate(results):
         answer = {"index": i, "messageId": result.message_id, "status": result.status}
@@ -232,6 +243,19 @@ def _apply(key: ApiKey, messages: list):
         {"index": i, "status": "rejected", "reason": f"over {MAX_MESSAGES} messages"}
         for i in range(MAX_MESSAGES, len(messages))
     ]
+    ingest.tally(
+        db.session,
+        (
+            (a["status"], a.get("field"), a.get("reason"), a.get("messageId"))
+            if a["status"] == "rejected"
+            else (a["status"], None, None, None)
+            for a in answers
+        ),
+        source="segment",
+        day=clock.local_date(now),
+        now=now,
+    )
+    db.session.commit()
     rejected = sum(a["status"] == "rejected" for a in answers)
     if rejected:
         log.warning(
@@ -253,7 +277,7 @@ def _abort(status: int, code: str, message: str):
 
 
 def _error(status: int, code: str, message: str):
-    return jsonify({"code": code, "message": message}), status
+    return problem(status, message, code=code, message=message)
 
 
 @bp.errorhandler(_SegmentError)
