@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from members import bulk
 from members.errors import InvalidField
 from members.event import Event, IngestCount
 from members.fields import parse_time
@@ -215,9 +216,9 @@ def _resolve_members(
     found = _lookup(session, external_ids)
     missing = external_ids - found.keys()
     if missing and unknown is UnknownMembers.CREATE:
-        _insert_ignore(
+        bulk.insert_ignore(
             session,
-            Member,
+            Member.__table__,
             [
                 {
                     "external_id": x,
@@ -235,31 +236,15 @@ def _resolve_members(
 
 
 def _lookup(session: Session, external_ids: set[str]) -> dict[str, int | None]:
-    rows = session.execute(
-        select(Member.external_id, Member.id, Member.erased_at).where(
-            Member.external_id.in_(external_ids)
-        )
+    rows = bulk.rows_where_in(
+        session, Member.__table__, "external_id", external_ids, ("external_id", "id", "erased_at")
     )
     return {x: (None if erased else member_id) for x, member_id, erased in rows}
 
 
 def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert the events whose event_id is new; return those event ids."""
-    if not rows:
-        return set()
-    return set(_insert_ignore(session, Event, rows, "event_id", returning=Event.event_id))
-
-
-def _insert_ignore(session, model, rows, key: str, returning=None) -> list:
-    insert = _dialect_insert(session)
-    # The table, not the entity: Core's executemany batches the rows into multi-row
-    # INSERTs ("insertmanyvalues", RETURNING included); the ORM path went row by row.
-    statement = insert(model.__table__).on_conflict_do_nothing(index_elements=[key])
-    if returning is not None:
-        statement = statement.returning(returning)
-        return list(session.execute(statement, rows).scalars())
-    session.execute(statement, rows)
-    return []
+    return set(bulk.insert_ignore(session, Event.__table__, rows, "event_id", returning="event_id"))
 
 
 def _dialect_insert(session: Session):
