@@ -12,6 +12,7 @@ by either path looks the same.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import functools
 import json
@@ -19,9 +20,13 @@ import re
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Column, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import JSON, Column, Table
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
+
+from members.db import UTCDateTime
+
+SQLITE_MAX_VARIABLES = 32766  # SQLite 3.32 and later
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -44,17 +49,14 @@ def insert_ignore(
         params.update({f"d{i}": _default(c) for i, c in enumerate(defaulted)})
         cursor = _execute(session, sql, params)
         return [row[0] for row in cursor.fetchall()] if returning else []
-    statement = sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
-    if returning is None:
-        session.execute(statement, list(rows))
-        return []
-    return list(session.execute(statement.returning(table.c[returning]), list(rows)).scalars())
+    return _sqlite_insert_ignore(session, table, rows, key, returning)
 
 
 def rows_where_in(
     session: Session, table: Table, key: str, values: Collection[Any], columns: Sequence[str]
 ) -> list[tuple]:
-    """SELECT ``columns`` of the rows whose ``key`` is one of ``values``."""
+    """SELECT ``columns`` of the rows whose ``key`` is one of ``values``, as the driver
+    returns them (no type processing: test a time for None, do not read it)."""
     if not values:
         return []
     if _is_postgresql(session):
@@ -67,11 +69,81 @@ def rows_where_in(
             f"ANY(CAST(%(values)b AS {_array_type(table.c[key])}))"
         )
         return [tuple(row) for row in _execute(session, sql, {"values": list(values)})]
-    statement = select(*(table.c[c] for c in columns)).where(table.c[key].in_(values))
-    return [tuple(row) for row in session.execute(statement)]
+    names = ", ".join(_quote(table.c[c].name) for c in columns)
+    head = f"SELECT {names} FROM {_quote(table.name)} WHERE {_quote(table.c[key].name)} IN "  # noqa: S608
+    cursor = session.connection().connection.driver_connection.cursor()
+    values = list(values)
+    out: list[tuple] = []
+    for start in range(0, len(values), SQLITE_MAX_VARIABLES):
+        chunk = values[start : start + SQLITE_MAX_VARIABLES]
+        out.extend(cursor.execute(head + "(" + ", ".join("?" * len(chunk)) + ")", chunk))
+    return out
+
+
+def _sqlite_insert_ignore(
+    session: Session,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    key: str,
+    returning: str | None,
+) -> list[Any]:
+    """Multi-row INSERTs through sqlite3 itself, values converted once per column as
+    SQLAlchemy would store them (its per-parameter processing was most of a batch)."""
+    dialect = session.get_bind().dialect
+    names = list(rows[0])
+    defaulted = [
+        c for c in table.c if c.name not in names and c.default is not None and not c.primary_key
+    ]
+    columns = [table.c[n] for n in names] + defaulted
+    values = [_sqlite_column(table.c[n], [r[n] for r in rows], dialect) for n in names]
+    values += [[_sqlite_column(c, [_default_value(c)], dialect)[0]] * len(rows) for c in defaulted]
+    per_row = len(columns)
+    # Identifiers come from the model's Table (a KeyError for any other), quoted.
+    head = (
+        f"INSERT INTO {_quote(table.name)} ({', '.join(_quote(c.name) for c in columns)}) VALUES "  # noqa: S608
+    )
+    tail = f" ON CONFLICT ({_quote(table.c[key].name)}) DO NOTHING"
+    if returning:
+        tail += f" RETURNING {_quote(table.c[returning].name)}"
+    flat_rows = list(zip(*values, strict=True))
+    cursor = session.connection().connection.driver_connection.cursor()
+    out: list[Any] = []
+    step = SQLITE_MAX_VARIABLES // per_row
+    placeholder = "(" + ", ".join("?" * per_row) + ")"
+    for start in range(0, len(flat_rows), step):
+        chunk = flat_rows[start : start + step]
+        sql = head + ", ".join([placeholder] * len(chunk)) + tail
+        cursor.execute(sql, [v for row in chunk for v in row])
+        if returning:
+            out.extend(row[0] for row in cursor.fetchall())
+    return out
+
+
+def _sqlite_column(column: Column, values: list[Any], dialect) -> list[Any]:
+    if _is_json(column):
+        return [None if v is None else _dumps(v) for v in values]
+    if isinstance(column.type, UTCDateTime):
+        done: dict[dt.datetime | None, str | None] = {}  # received_at: one value a batch
+        return [done[v] if v in done else done.setdefault(v, _sqlite_time(v)) for v in values]
+    process = column.type._cached_bind_processor(dialect)
+    if process is None:
+        return [v.value if isinstance(v, enum.Enum) else v for v in values]
+    return [process(v) for v in values]
+
+
+def _sqlite_time(value: dt.datetime | None) -> str | None:
+    """SQLAlchemy's storage of a UTCDateTime on SQLite: UTC, microseconds always."""
+    if value is None:
+        return None
+    if value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r}: Tenure stores aware times only")
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _is_postgresql(session: Session) -> bool:
+    # The driver is used directly, which does not autoflush: write the session's
+    # pending objects first, as a query through the session would.
+    session.flush()
     return session.get_bind().dialect.name == "postgresql"
 
 
@@ -133,8 +205,11 @@ def _cast(column: Column, expression: str, scalar: bool = False) -> str:
 
 
 def _default(column: Column) -> Any:
-    value = column.default.arg(None) if column.default.is_callable else column.default.arg
-    return _value(column, value)
+    return _value(column, _default_value(column))
+
+
+def _default_value(column: Column) -> Any:
+    return column.default.arg(None) if column.default.is_callable else column.default.arg
 
 
 def _column(column: Column, values: list[Any]) -> list[Any]:
