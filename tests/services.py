@@ -34,12 +34,14 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    """A throw-away cluster: fsync off, trust auth on 127.0.0.1, removed on stop.
+    """A throw-away cluster: trust auth on 127.0.0.1, removed on stop; fsync off unless
+    ``durable`` (benchmarks measure what production would see).
 
     PostgreSQL refuses to run as root, so as root it runs as the 'postgres' user.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable
         self.bindir = pg_bindir()
         self.root = Path(tempfile.mkdtemp(prefix="tenure-pg-"))
         self.data = self.root / "data"
@@ -81,10 +83,13 @@ class PostgresServer:
                 f"-p {self.port}",
                 f"-k {self.root}",
                 "-c listen_addresses=127.0.0.1",
-                "-c fsync=off",
-                "-c synchronous_commit=off",
-                "-c full_page_writes=off",
                 "-c max_connections=200",
+                # Tests trade durability for speed; a benchmark keeps the defaults.
+                *(
+                    []
+                    if self.durable
+                    else ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+                ),
             ]
         )
         self._run(
