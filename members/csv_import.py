@@ -14,19 +14,22 @@ import dataclasses
 import datetime as dt
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
 from members import ingest, profiles
 from members.errors import InvalidField
 from members.fields import parse_time
+from members.lifecycle import Stage
 
 MEMBER_COLUMNS = {"external_id", "phone", "name", "timezone", "region", "birthday", "joined_at"}
 EVENT_COLUMNS = {"event_id", "member", "type", "occurred_at", "amount", "currency", "category"}
 CHUNK = 1000
+SAMPLE_ROWS = 5  # good rows a report keeps, as they will be stored, for a preview
 
 
 class CsvError(ValueError):
@@ -49,14 +52,23 @@ class Report:
     valid: int = 0
     errors: list[RowError] = dataclasses.field(default_factory=list)
     stored: dict[str, int] = dataclasses.field(default_factory=dict)
+    # The first good rows in the file's column names, values as they will be stored.
+    sample: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
 
 def decode(data: bytes) -> str:
     for encoding in ("utf-8-sig", "gb18030"):
         try:
-            return data.decode(encoding)
+            text = data.decode(encoding)
         except UnicodeDecodeError:
             continue
+        # Text never holds NUL; a spreadsheet (.xlsx is a zip) often decodes anyway.
+        if "\x00" in text:
+            raise CsvError(
+                "the file contains NUL characters, so it is not CSV text "
+                "(a spreadsheet? save it as CSV first)"
+            )
+        return text
     raise CsvError("the file is neither UTF-8 nor GB18030 text")
 
 
@@ -64,6 +76,18 @@ def _rows(
     text: str, required: set[str], known: set[str], prefix: str
 ) -> Iterator[tuple[int, dict[str, str]]]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        yield from _checked_rows(reader, required, known, prefix)
+    except csv.Error as exc:
+        # An unclosed quote swallows the rest of the file into one huge cell.
+        raise CsvError(
+            f"line {reader.line_num}: not readable as CSV ({exc}); is a quote left open?"
+        ) from None
+
+
+def _checked_rows(
+    reader: csv.DictReader, required: set[str], known: set[str], prefix: str
+) -> Iterator[tuple[int, dict[str, str]]]:
     header = [h.strip() for h in reader.fieldnames or []]
     if not header:
         raise CsvError("the file is empty: the first line must name the columns")
@@ -165,8 +189,29 @@ def _check(parsed_rows, progress: Callable[[int], None]) -> tuple[Report, list]:
             report.errors.append(parsed)
         else:
             good.append(parsed)
+            if len(report.sample) < SAMPLE_ROWS:
+                report.sample.append(_sample_row(parsed))
     report.valid = len(good)
     return report, good
+
+
+def _sample_row(parsed: dict[str, Any] | ingest.EventIn) -> dict[str, str]:
+    """A good row in the file's column names (attr.x, prop.x), values as stored."""
+    if isinstance(parsed, ingest.EventIn):
+        values = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed)}
+        extra, prefix = values.pop("properties"), "prop."
+    else:
+        values = {"external_id": parsed["external_id"], **parsed}
+        extra, prefix = values.pop("attributes", None) or {}, "attr."
+    row = {name: _cell(value) for name, value in values.items() if value is not None}
+    row.update({prefix + name: _cell(value) for name, value in extra.items()})
+    return row
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def import_members(
@@ -264,6 +309,35 @@ def export_members(
         yield _drain(buffer)
         if after is None:
             return
+
+
+def export_filter(
+    *,
+    timezone: str,
+    stage: Stage | None = None,
+    tier: str | None = None,
+    region: str | None = None,
+    joined_from: dt.date | None = None,
+    joined_to: dt.date | None = None,
+    attributes: Mapping[str, str] | None = None,
+) -> profiles.MemberFilter:
+    """The filter of an export by calendar days, as marketers pick them: members who
+    joined from the first day through the last, days counted in ``timezone``."""
+    if joined_from and joined_to and joined_to < joined_from:
+        raise InvalidField("joined_to", "must not be before joined_from")
+    zone = ZoneInfo(timezone)
+
+    def midnight(day: dt.date | None) -> dt.datetime | None:
+        return dt.datetime.combine(day, dt.time(), zone) if day else None
+
+    return profiles.MemberFilter(
+        stage=stage,
+        tier=tier or None,
+        region=region or None,
+        joined_after=midnight(joined_from),
+        joined_before=midnight(joined_to + dt.timedelta(days=1) if joined_to else None),
+        attributes=dict(attributes or {}),
+    )
 
 
 def _drain(buffer: io.StringIO) -> str:
