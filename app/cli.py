@@ -5,6 +5,7 @@ Bad input ends with one line on stderr and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from typing import Any, NoReturn
 
@@ -20,12 +21,15 @@ from app.auth.service import AuthError, create_api_key, create_user
 from app.extensions import db
 from app.redis_client import get_redis
 from members import csv_import, ingest
+from members.errors import InvalidField
+from members.lifecycle import Stage
 from workers import queues, runtime
 from workers.schedule import LeaderCronScheduler, register_all
 
 
 def register_cli(app: Flask) -> None:
     app.cli.add_command(import_group)
+    app.cli.add_command(export_group)
     for command in (
         create_user_command,
         create_api_key_command,
@@ -232,3 +236,75 @@ def import_events_command(path: str, dry_run: bool) -> None:
     """Store events from a CSV file (duplicates by event_id are skipped); any bad row
     stops the import."""
     _run_import(path, dry_run, "events")
+
+
+@click.group("export", cls=click.Group)
+def export_group() -> None:
+    """Export members to CSV, filtered as GET /api/v1/members filters them."""
+
+
+@export_group.command("members", cls=OneLineCommand)
+@click.option("--stage", type=click.Choice([s.value for s in Stage]))
+@click.option("--tier")
+@click.option("--region")
+@click.option(
+    "--joined-from",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="First day joined, YYYY-MM-DD in TENURE_TIMEZONE.",
+)
+@click.option("--joined-to", type=click.DateTime(["%Y-%m-%d"]), help="Last day joined, included.")
+@click.option(
+    "--attribute",
+    "attributes",
+    multiple=True,
+    metavar="KEY:VALUE",
+    help="Members whose attribute equals the value; repeatable.",
+)
+@click.option(
+    "-o",
+    "--output",
+    default="-",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write to FILE, UTF-8 with BOM for Excel as the API sends it (default: standard "
+    "output, without the BOM, for pipes).",
+)
+@with_appcontext
+def export_members_command(
+    stage: str | None,
+    tier: str | None,
+    region: str | None,
+    joined_from: dt.datetime | None,
+    joined_to: dt.datetime | None,
+    attributes: tuple[str, ...],
+    output: str,
+) -> None:
+    """Write the members matching the filters as CSV: the columns of the API's export,
+    erased members left out."""
+    pairs = [a.split(":", 1) for a in attributes]
+    for attribute, pair in zip(attributes, pairs, strict=True):
+        if len(pair) != 2 or not 1 <= len(pair[0]) <= 64:
+            _fail(f"--attribute: write key:value, not {attribute!r}")
+    try:
+        filters = csv_import.export_filter(
+            timezone=current_app.config["TENURE_SETTINGS"].timezone,
+            stage=Stage(stage) if stage else None,
+            tier=tier,
+            region=region,
+            joined_from=joined_from.date() if joined_from else None,
+            joined_to=joined_to.date() if joined_to else None,
+            attributes=dict(pairs),
+        )
+    except InvalidField as exc:
+        _fail(f"--{exc.field.replace('_', '-')}: {exc.message}")
+    to_file = output != "-"
+    try:
+        # Atomic: a file appears whole, under its name, or not at all.
+        with click.open_file(output, "wb", atomic=to_file) as out:
+            if to_file:
+                out.write("\ufeff".encode())
+            for chunk in csv_import.export_members(db.session, filters):
+                out.write(chunk.encode())
+    except OSError as exc:
+        _fail(f"--output: cannot write {output}: {exc.strerror or exc}")
+    if to_file:
+        click.echo(f"Members written to {output}", err=True)
