@@ -4,4 +4,10 @@ from flask import Blueprint
 
 bp = Blueprint("web", __name__)
 
-from app.web import audit, data_in, home, settings  # noqa: E402, F401  (routes register on bp)
+from app.web import (  # noqa: E402, F401  (routes register on bp)
+    audit,
+    data_in,
+    home,
+    imports,
+    settings,
+)
