@@ -84,7 +84,7 @@ def _run_one(kind: str) -> None:
         )
         try:
             _wait(port)
-            _measure(kind, port, secret, server)
+            _measure(kind, port, secret, server, pg)
         finally:
             server.terminate()
             server.wait(30)
@@ -131,7 +131,28 @@ def _body(batch: int) -> bytes:
     return json.dumps({"events": events}).encode()
 
 
-def _measure(kind: str, port: int, secret: str, server: subprocess.Popen) -> None:
+def _cpu(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _database_processes(pg: PostgresServer | None) -> list[psutil.Process]:
+    if pg is None:
+        return []  # SQLite runs inside the gunicorn workers
+    postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
+    parent = psutil.Process(postmaster)
+    return [parent, *parent.children()]
+
+
+def _measure(
+    kind: str, port: int, secret: str, server: subprocess.Popen, pg: PostgresServer | None
+) -> None:
     batches = EVENTS // BATCH
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
     workers = psutil.Process(server.pid).children()
@@ -159,10 +180,16 @@ def _measure(kind: str, port: int, secret: str, server: subprocess.Popen) -> Non
                 rss.append(sum(w.memory_info().rss for w in workers))
         return accepted
 
+    me = psutil.Process()
+    cpu_start = (_cpu(workers), _cpu(_database_processes(pg)), _cpu([me]))
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
         accepted = sum(pool.map(client, [list(range(c, batches, CLIENTS)) for c in range(CLIENTS)]))
     elapsed = time.perf_counter() - start
+    # What bounds the run: how many of the cores each side kept busy. (PostgreSQL
+    # backends that ended during the run are not counted; the pool keeps them open.)
+    cpu_end = (_cpu(workers), _cpu(_database_processes(pg)), _cpu([me]))
+    cpu = [(end - begin) / elapsed for begin, end in zip(cpu_start, cpu_end, strict=True)]
     rss.append(sum(w.memory_info().rss for w in workers))
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
@@ -171,6 +198,8 @@ def _measure(kind: str, port: int, secret: str, server: subprocess.Popen) -> Non
         f"{accepted / elapsed:,.0f} events/s; batch of {BATCH} p50 "
         f"{statistics.median(latencies) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; "
         f"({CLIENTS} client threads, 2 gunicorn workers)\n"
+        f"  cores busy (of {psutil.cpu_count()}): gunicorn workers {cpu[0]:.2f}, "
+        f"PostgreSQL {cpu[1]:.2f}, the client {cpu[2]:.2f}\n"
         f"  gunicorn workers' RSS at start, each tenth, end (MiB): "
         + " ".join(f"{r / 2**20:.0f}" for r in rss),
         flush=True,
