@@ -225,10 +225,10 @@ def import_members(
     """Check every row; when ``write`` and no row is bad, upsert them all."""
     report, items = _check(parse_members(text), progress)
     if write and not report.errors:
-        created = 0
-        for item in items:
-            created += profiles.upsert(session, item.pop("external_id"), item, now).created
-        report.stored = {"created": created, "updated": len(items) - created}
+        created, updated = profiles.upsert_many(
+            session, ((item.pop("external_id"), item) for item in items), now
+        )
+        report.stored = {"created": created, "updated": updated}
     return report
 
 
