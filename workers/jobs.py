@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from app import clock
+from app import clock, uploads
 from app.extensions import db
 from app.redis_client import get_redis
 from workers import runtime
@@ -40,3 +40,15 @@ def job(fn: Callable[P, R]) -> Callable[P, R]:
 def heartbeat() -> None:
     """Record that cron enqueued and a worker ran a job just now."""
     record_heartbeat(get_redis(), clock.now())
+
+
+@job
+def check_upload(token: str) -> None:
+    """Check an uploaded CSV file for the import page (writes nothing)."""
+    uploads.check(token)
+
+
+@job
+def import_upload(token: str, actor: str) -> None:
+    """Import an uploaded CSV file that passed its check."""
+    uploads.write(token, actor)

@@ -9,7 +9,6 @@ from wtforms import (
     BooleanField,
     DateField,
     EmailField,
-    HiddenField,
     PasswordField,
     RadioField,
     SelectField,
@@ -103,9 +102,7 @@ class ImportForm(FlaskForm):
 
 
 class ConfirmImportForm(FlaskForm):
-    """The checked upload to import, named by the token it was stored under."""
-
-    token = HiddenField(validators=[DataRequired(), Regexp(r"^[A-Za-z0-9_-]{43}$")])
+    """Only the CSRF token: the upload is named in the URL."""
 
 
 class ExportForm(FlaskForm):

@@ -2,24 +2,18 @@
 of every row before anything is written, and imports only a file without bad rows.
 The same page downloads the member list as CSV, filtered as the API filters it.
 
-Between the check and the import the file waits under instance/uploads/, named by a
-random token, never in the session cookie. With web processes on several machines,
-that folder must be shared (or the sessions sticky) for the confirm to find it.
+The rows are checked and written by background jobs (app.uploads): the page shows
+their progress, refreshing itself, and their outcome.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import json
 import os
-import secrets
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from flask import (
     Response,
+    abort,
     current_app,
     flash,
     redirect,
@@ -29,6 +23,8 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
+from redis import RedisError
+from rq import Queue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app import clock
@@ -36,6 +32,9 @@ from app.api.members import _with_bom  # the API's export, byte for byte
 from app.auth.models import Role
 from app.auth.web import role_required
 from app.extensions import csrf, db
+from app.redis_client import get_redis
+from app.redis_server import EmbeddedRedisError
+from app.uploads import RUNNING, SHOWN_ERRORS, Uploads
 from app.web import bp
 from app.web.forms import (
     FILE_TOO_LARGE,
@@ -44,16 +43,16 @@ from app.web.forms import (
     ExportForm,
     ImportForm,
 )
-from members import audit, csv_import, ingest, profiles
+from members import csv_import, profiles
 from members.errors import InvalidField
 from members.lifecycle import Stage
+from workers import jobs, queues
 
 IMPORTERS = (Role.ADMIN, Role.MARKETER)
-SHOWN_ERRORS = 200
-# An upload checked but not imported is deleted after this long (it holds personal data).
-UPLOAD_TTL = dt.timedelta(hours=12)
 # Multipart framing around the file: the request may be this much larger than the file.
 FORM_OVERHEAD = 64 * 1024
+# A job may take this long: a file of the largest size, checked or written.
+JOB_TIMEOUT = 2 * 3600
 
 
 @bp.get("/import")
@@ -65,21 +64,26 @@ def import_page():
 def _render(
     form: ImportForm | None = None,
     *,
-    report: csv_import.Report | None = None,
     upload: dict | None = None,
     export_form: ExportForm | None = None,
     status: int = 200,
 ):
+    report = (upload or {}).get("report")
     return (
         render_template(
             "import.html",
-            form=form or ImportForm(formdata=None),
+            form=form or ImportForm(formdata=None, kind=(upload or {}).get("kind")),
             export_form=export_form or ExportForm(formdata=None),
-            confirm_form=ConfirmImportForm(formdata=None, token=(upload or {}).get("token")),
+            confirm_form=ConfirmImportForm(formdata=None),
             can_import=current_user.role in IMPORTERS,
-            report=report,
-            sample_columns=_columns(report.sample) if report else [],
             upload=upload,
+            report=report,
+            sample_columns=_columns(report["sample"]) if report else [],
+            running=bool(upload) and upload["state"] in RUNNING,
+            # The words of `flask --app wsgi import`, so that both doors read alike.
+            stored=", ".join(
+                f"{n} {k}" for k, n in sorted((upload or {}).get("stored", {}).items())
+            ),
             shown_errors=SHOWN_ERRORS,
         ),
         status,
@@ -97,8 +101,7 @@ def _columns(rows: list[dict[str, str]]) -> list[str]:
 @csrf.exempt
 @role_required(*IMPORTERS)
 def import_check():
-    """Check the file without writing; keep it for the confirm step only if all rows
-    are good."""
+    """Keep the file and start its check; refuse at once what cannot be read."""
     request.max_content_length = MAX_UPLOAD_BYTES + FORM_OVERHEAD
     try:
         csrf.protect()
@@ -109,76 +112,75 @@ def import_check():
     form = ImportForm()
     if not form.validate_on_submit():
         return _render(form, status=413 if FILE_TOO_LARGE in form.file.errors else 400)
-    upload = {
-        "kind": form.kind.data,
-        "filename": _display_name(form.file.data.filename),
-        "user_id": current_user.id,
-    }
     data = form.file.data.read()
     try:
-        report = _run(upload["kind"], csv_import.decode(data), write=False)
+        first = _first_row(form.kind.data, csv_import.decode(data))
     except csv_import.CsvError as exc:
         form.file.errors.append(str(exc))
         return _render(form, status=400)
-    finally:
-        db.session.rollback()  # a check writes nothing; leave no transaction open
-    if report.rows == 0:
+    if first is None:
         form.file.errors.append(_("The file has a header but no rows."))
         return _render(form, status=400)
-    if not report.errors:
-        upload["token"] = _pending(current_app).save(data, upload)
-    return _render(ImportForm(formdata=None, kind=upload["kind"]), report=report, upload=upload)
+    uploads = Uploads.of(current_app)
+    token = uploads.create(
+        data,
+        kind=form.kind.data,
+        filename=_display_name(form.file.data.filename),
+        user_id=current_user.id,
+    )
+    if not _enqueue(jobs.check_upload, token):
+        uploads.finish(token, state="failed", problem="the background workers are unreachable")
+        return _render(form, status=503)
+    return redirect(url_for("web.import_upload", token=token), 303)
 
 
-@bp.post("/import/confirm")
+def _first_row(kind: str, text: str):
+    """Read the header and the first row: what is wrong with the whole file shows here."""
+    rows = (
+        csv_import.parse_members(text)
+        if kind == "members"
+        else csv_import.parse_events(text, clock.now())
+    )
+    return next(iter(rows), None)
+
+
+@bp.get("/import/<token>")
+@login_required
+def import_upload(token: str):
+    """An upload's check, import or outcome; the page refreshes while a job runs."""
+    upload = Uploads.of(current_app).get(token, current_user.id)
+    if upload is None:
+        abort(404)
+    return _render(upload=upload)
+
+
+@bp.post("/import/<token>/confirm")
 @role_required(*IMPORTERS)
-def import_confirm():
-    """Import a file checked before, by its token; the file is deleted either way."""
+def import_confirm(token: str):
+    """Import a file that passed its check; a second confirm finds it taken."""
     form = ConfirmImportForm()
     if not form.validate_on_submit():
-        return _render(status=400)
-    pending = _pending(current_app)
-    claimed = pending.claim(form.token.data, current_user.id)
-    if claimed is None:
+        abort(400)
+    uploads = Uploads.of(current_app)
+    upload = uploads.claim(token, current_user.id)
+    if upload is None:
         flash(_("This upload has expired or was imported already: upload the file again."), "error")
         return _render(status=404)
-    path, upload = claimed
+    if not _enqueue(jobs.import_upload, token, f"user:{current_user.email}"):
+        uploads.finish(token, state="failed", problem="the background workers are unreachable")
+        return _render(status=503)
+    return redirect(url_for("web.import_upload", token=token), 303)
+
+
+def _enqueue(func, *args) -> bool:
     try:
-        report = _run(upload["kind"], csv_import.decode(path.read_bytes()), write=True)
-        if report.errors:  # good at the check, but time moved on (events in the future)
-            db.session.rollback()
-            flash(_("Rows went bad since the check: nothing was imported."), "error")
-            return _render(report=report, upload=upload, status=409)
-        audit.record(
-            db.session,
-            actor=f"user:{current_user.email}",
-            action=f"{upload['kind']}.imported",
-            target_type="csv_file",
-            target_id=upload["filename"][:128],
-            details={"rows": report.rows, **report.stored},
-            now=clock.now(),
+        Queue(queues.DEFAULT, connection=get_redis()).enqueue(
+            func, *args, job_timeout=JOB_TIMEOUT, result_ttl=3600, failure_ttl=7 * 86400
         )
-        db.session.commit()
-    finally:
-        path.unlink(missing_ok=True)
-    # The words of `flask --app wsgi import`, so that both doors read alike.
-    stored = ", ".join(f"{n} {status}" for status, n in sorted(report.stored.items()))
-    flash(_("%(rows)d rows imported: %(stored)s.", rows=report.rows, stored=stored))
-    return redirect(url_for("web.import_page"))
-
-
-def _run(kind: str, text: str, *, write: bool) -> csv_import.Report:
-    settings = current_app.config["TENURE_SETTINGS"]
-    if kind == "members":
-        return csv_import.import_members(db.session, text, now=clock.now(), write=write)
-    return csv_import.import_events(
-        db.session,
-        text,
-        now=clock.now(),
-        write=write,
-        default_currency=settings.currency,
-        unknown_members=ingest.UnknownMembers(settings.unknown_members),
-    )
+    except (RedisError, EmbeddedRedisError, OSError):
+        flash(_("The background workers cannot be reached: try again in a minute."), "error")
+        return False
+    return True
 
 
 def _display_name(filename: str | None) -> str:
@@ -221,58 +223,3 @@ def _export(app, filters: profiles.MemberFilter) -> Iterator[str]:
         yield from _with_bom(csv_import.export_members(session, filters))
     finally:
         session.close()
-
-
-def _pending(app) -> PendingUploads:
-    return PendingUploads(Path(app.instance_path) / "uploads", UPLOAD_TTL)
-
-
-@dataclasses.dataclass(frozen=True)
-class PendingUploads:
-    """Checked files waiting for their import: <token>.csv beside <token>.json (kind,
-    file name, who uploaded). Readable by this process's user only."""
-
-    folder: Path
-    ttl: dt.timedelta
-
-    def save(self, data: bytes, meta: dict) -> str:
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._sweep()
-        token = secrets.token_urlsafe(32)  # 43 characters of [A-Za-z0-9_-]
-        self._write(self.folder / f"{token}.json", json.dumps(meta).encode())
-        self._write(self.folder / f"{token}.csv", data)
-        return token
-
-    def claim(self, token: str, user_id: int) -> tuple[Path, dict] | None:
-        """Take the upload for one import: the rename lets only one of two confirms
-        (a double click, two tabs) have it. None when it is gone, stale or another's."""
-        meta_path = self.folder / f"{token}.json"
-        try:
-            meta = json.loads(meta_path.read_bytes())
-            age = time.time() - meta_path.stat().st_mtime  # file times are wall-clock
-        except (OSError, ValueError):
-            return None
-        if meta.get("user_id") != user_id or age > self.ttl.total_seconds():
-            return None
-        claimed = self.folder / f"{token}.importing"
-        try:
-            (self.folder / f"{token}.csv").rename(claimed)
-        except OSError:
-            return None
-        meta_path.unlink(missing_ok=True)
-        return claimed, meta
-
-    def _write(self, path: Path, data: bytes) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-
-    def _sweep(self) -> None:
-        """Delete what was never confirmed (or an import that died half-way)."""
-        oldest = time.time() - self.ttl.total_seconds()
-        for path in self.folder.iterdir():
-            try:
-                if path.stat().st_mtime < oldest:
-                    path.unlink()
-            except OSError:
-                continue  # another process swept it first
