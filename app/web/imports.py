@@ -21,6 +21,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import format_number
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from redis import RedisError
@@ -82,7 +83,8 @@ def _render(
             running=bool(upload) and upload["state"] in RUNNING,
             # The words of `flask --app wsgi import`, so that both doors read alike.
             stored=", ".join(
-                f"{n} {k}" for k, n in sorted((upload or {}).get("stored", {}).items())
+                f"{format_number(n)} {what}"
+                for what, n in sorted((upload or {}).get("stored", {}).items())
             ),
             shown_errors=SHOWN_ERRORS,
         ),
