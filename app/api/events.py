@@ -101,7 +101,29 @@ def refuse_oversize_batches() -> None:
 class Events(MethodView):
     @require_scope(Scope.INGEST)
     @blp.doc(**BEARER_DOC)
-    @blp.arguments(EventBatchSchema)
+    @blp.arguments(
+        EventBatchSchema,
+        example={
+            "events": [
+                {
+                    "event_id": "order-20261123-0001",
+                    "member": "u-1",
+                    "type": "order",
+                    "occurred_at": "2026-11-23T10:00:00+08:00",
+                    "amount": "199.00",
+                    "currency": "CNY",
+                    "category": "美妆",
+                    "properties": {"store": "上海南京西路店"},
+                },
+                {
+                    "event_id": "login-20261123-0001",
+                    "member": "u-1",
+                    "type": "login",
+                    "occurred_at": "2026-11-23T09:58:00+08:00",
+                },
+            ]
+        },
+    )
     @blp.response(200, IngestResultSchema)
     def post(self, body):
         """Store a batch of events. Each is answered: accepted, duplicate (its event_id

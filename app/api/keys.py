@@ -66,7 +66,7 @@ class ApiKeys(MethodView):
 
     @require_scope(Scope.ADMIN)
     @blp.doc(**BEARER_DOC)
-    @blp.arguments(CreateApiKeySchema)
+    @blp.arguments(CreateApiKeySchema, example={"name": "shop backend", "scopes": ["ingest"]})
     @blp.response(201, NewApiKeySchema)
     def post(self, body):
         """Create an API key; the answer carries its secret, which is never shown again."""

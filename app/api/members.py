@@ -43,6 +43,18 @@ class AwareDateTime(fields.AwareDateTime):
     }
 
 
+# Request examples: the interactive docs send them as they are, so they must work.
+MEMBER_EXAMPLE = {
+    "external_id": "u-1",
+    "phone": "13800138000",
+    "name": "李娜",
+    "timezone": "Asia/Shanghai",
+    "region": "上海",
+    "birthday": "1990-05-20",
+    "attributes": {"channel": "tmall"},
+}
+
+
 class MemberInSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -182,7 +194,7 @@ def _invalid(exc: InvalidField):
 class Members(MethodView):
     @require_scope(Scope.INGEST, Scope.WRITE)
     @blp.doc(**BEARER_DOC)
-    @blp.arguments(MemberUpsertSchema)
+    @blp.arguments(MemberUpsertSchema, example=MEMBER_EXAMPLE)
     @blp.response(200, MemberSchema, description="Updated")
     @blp.alt_response(201, schema=MemberSchema, description="Created")
     def post(self, body):
@@ -243,7 +255,10 @@ def _filters(args) -> profiles.MemberFilter:
 class MemberBatch(MethodView):
     @require_scope(Scope.INGEST, Scope.WRITE)
     @blp.doc(**BEARER_DOC)
-    @blp.arguments(BatchSchema)
+    @blp.arguments(
+        BatchSchema,
+        example={"members": [MEMBER_EXAMPLE, {"external_id": "u-2", "name": "王芳"}]},
+    )
     @blp.response(200, BatchResultSchema)
     def post(self, body):
         """Upsert up to 1,000 members; each item is answered on its own, and good items
@@ -301,7 +316,7 @@ class MemberById(MethodView):
 
     @require_scope(Scope.INGEST, Scope.WRITE)
     @blp.doc(**BEARER_DOC)
-    @blp.arguments(MemberInSchema)
+    @blp.arguments(MemberInSchema, example={"region": "北京", "attributes": {"vip_card": "yes"}})
     @blp.response(200, MemberSchema)
     def patch(self, body, external_id: str):
         """Change some fields of an existing member."""
@@ -330,7 +345,10 @@ class MemberById(MethodView):
 class MemberConsent(MethodView):
     @require_scope(Scope.INGEST, Scope.WRITE)
     @blp.doc(**BEARER_DOC)
-    @blp.arguments(ConsentInSchema)
+    @blp.arguments(
+        ConsentInSchema,
+        example={"channels": {"sms": True, "push": False}, "source": "app_privacy_settings"},
+    )
     @blp.response(200, ConsentOutSchema)
     def post(self, body, external_id: str):
         """Grant or withdraw consent per channel; every change goes to the consent log."""

@@ -83,13 +83,44 @@ ANSWER = {
         "results": {"type": "array", "items": {"$ref": "#/components/schemas/SegmentResult"}},
     },
 }
+IDENTIFY = {
+    "userId": "u-1",
+    "messageId": "ajs-identify-0001",
+    "traits": {"phone": "13800138000", "name": "李娜", "favourite_store": "南京西路店"},
+}
+TRACK = {
+    "userId": "u-1",
+    "event": "Order Completed",
+    "messageId": "ajs-order-0001",
+    "properties": {"revenue": 199.0, "currency": "CNY", "category": "美妆"},
+    "timestamp": "2026-11-23T10:00:00+08:00",
+}
+# kind: (summary, example)
 SINGLE = {
-    "identify": "Create or update a member from its traits",
-    "track": "Store an event; its name is mapped onto an event type",
-    "page": "Store a page_view event",
-    "screen": "Store a screen_view event",
-    "group": "Accepted and ignored",
-    "alias": "Accepted and ignored",
+    "identify": ("Create or update a member from its traits", IDENTIFY),
+    "track": ("Store an event; its name is mapped onto an event type", TRACK),
+    "page": (
+        "Store a page_view event",
+        {"userId": "u-1", "name": "Home", "messageId": "ajs-page-0001", "properties": {}},
+    ),
+    "screen": (
+        "Store a screen_view event",
+        {"userId": "u-1", "name": "Cart", "messageId": "ajs-screen-0001"},
+    ),
+    "group": (
+        "Accepted and ignored",
+        {"userId": "u-1", "groupId": "store-1", "messageId": "ajs-group-0001"},
+    ),
+    "alias": (
+        "Accepted and ignored",
+        {"userId": "u-1", "previousId": "guest-1", "messageId": "ajs-alias-0001"},
+    ),
+}
+BATCH_EXAMPLE = {
+    "batch": [
+        {"type": "identify", **IDENTIFY, "messageId": "ajs-identify-0002"},
+        {"type": "track", **TRACK, "messageId": "ajs-order-0002"},
+    ]
 }
 
 
@@ -122,16 +153,20 @@ def document(spec: APISpec) -> None:
                 "SegmentBatch",
                 "Up to 500 KB, 32 KB a message; gzip bodies and JSON sent as text/plain "
                 "are read too.",
+                BATCH_EXAMPLE,
             )
         },
     )
-    for kind, summary in SINGLE.items():
+    for kind, (summary, example) in SINGLE.items():
         spec.path(
             f"/v1/{kind}",
             rule=_rule(f"/v1/{kind}"),
             operations={
                 "post": _operation(
-                    f"{summary} (also /v1/{kind[0]})", "SegmentMessage", "One call, up to 32 KB."
+                    f"{summary} (also /v1/{kind[0]})",
+                    "SegmentMessage",
+                    "One call, up to 32 KB.",
+                    example,
                 )
             },
         )
@@ -144,7 +179,7 @@ def _rule(path: str) -> Rule:
     return rule
 
 
-def _operation(summary: str, body: str, description: str) -> dict[str, Any]:
+def _operation(summary: str, body: str, description: str, example: dict) -> dict[str, Any]:
     def error(text: str) -> dict[str, Any]:
         return {
             "description": text,
@@ -160,7 +195,12 @@ def _operation(summary: str, body: str, description: str) -> dict[str, Any]:
         "security": [{"writeKey": []}, {"bearerAuth": []}],
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{body}"},
+                    "example": example,
+                }
+            },
         },
         "responses": {
             "200": {
