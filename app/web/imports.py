@@ -26,6 +26,8 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from redis import RedisError
 from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app import clock
@@ -35,7 +37,7 @@ from app.auth.web import role_required
 from app.extensions import csrf, db
 from app.redis_client import get_redis
 from app.redis_server import EmbeddedRedisError
-from app.uploads import RUNNING, SHOWN_ERRORS, Uploads
+from app.uploads import FAILED, RUNNING, SHOWN_ERRORS, Uploads
 from app.web import bp
 from app.web.forms import (
     FILE_TOO_LARGE,
@@ -130,8 +132,7 @@ def import_check():
         filename=_display_name(form.file.data.filename),
         user_id=current_user.id,
     )
-    if not _enqueue(jobs.check_upload, token):
-        uploads.finish(token, state="failed", problem="the background workers are unreachable")
+    if not _enqueue(uploads, token, jobs.check_upload, token):
         return _render(form, status=503)
     return redirect(url_for("web.import_upload", token=token), 303)
 
@@ -150,10 +151,11 @@ def _first_row(kind: str, text: str):
 @login_required
 def import_upload(token: str):
     """An upload's check, import or outcome; the page refreshes while a job runs."""
-    upload = Uploads.of(current_app).get(token, current_user.id)
+    uploads = Uploads.of(current_app)
+    upload = uploads.get(token, current_user.id)
     if upload is None:
         abort(404)
-    return _render(upload=upload)
+    return _render(upload=_notice_dead_job(uploads, upload))
 
 
 @bp.post("/import/<token>/confirm")
@@ -168,21 +170,37 @@ def import_confirm(token: str):
     if upload is None:
         flash(_("This upload has expired or was imported already: upload the file again."), "error")
         return _render(status=404)
-    if not _enqueue(jobs.import_upload, token, f"user:{current_user.email}"):
-        uploads.finish(token, state="failed", problem="the background workers are unreachable")
+    if not _enqueue(uploads, token, jobs.import_upload, token, f"user:{current_user.email}"):
         return _render(status=503)
     return redirect(url_for("web.import_upload", token=token), 303)
 
 
-def _enqueue(func, *args) -> bool:
+def _enqueue(uploads: Uploads, token: str, func, *args) -> bool:
     try:
-        Queue(queues.DEFAULT, connection=get_redis()).enqueue(
+        job = Queue(queues.DEFAULT, connection=get_redis()).enqueue(
             func, *args, job_timeout=JOB_TIMEOUT, result_ttl=3600, failure_ttl=7 * 86400
         )
     except (RedisError, EmbeddedRedisError, OSError):
+        uploads.finish(token, state=FAILED, problem="the background workers cannot be reached")
         flash(_("The background workers cannot be reached: try again in a minute."), "error")
         return False
+    uploads.update(token, job_id=job.id)
     return True
+
+
+def _notice_dead_job(uploads: Uploads, upload: dict) -> dict:
+    """A job that died without saying so (its worker killed): the upload failed."""
+    if upload["state"] not in RUNNING or not upload.get("job_id"):
+        return upload
+    try:
+        status = Job.fetch(upload["job_id"], connection=get_redis()).get_status()
+    except (NoSuchJobError, RedisError, EmbeddedRedisError, OSError):
+        return upload
+    if status not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        return upload
+    problem = "the background job stopped before the end"
+    uploads.finish(upload["token"], state=FAILED, problem=problem)
+    return uploads.get(upload["token"]) or upload
 
 
 def _display_name(filename: str | None) -> str:

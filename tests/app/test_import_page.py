@@ -400,3 +400,22 @@ def test_the_page_shows_progress_until_a_worker_has_checked_the_file(marketer, s
     checked = _work(marketer, started).get_data(as_text=True)
     assert "2 rows of members: 2 good, 0 bad." in checked
     assert 'http-equiv="refresh"' not in checked
+
+
+def test_a_job_that_dies_shows_as_failed_not_as_checking_forever(app, marketer, session):
+    boundary, body = encode_multipart(
+        {
+            "csrf_token": factories.csrf_token(marketer, "/import"),
+            "kind": "members",
+            "file": FileStorage(io.BytesIO(MEMBERS.encode()), "members.csv"),
+        }
+    )
+    started = marketer.post(
+        "/import", data=body, content_type=f"multipart/form-data; boundary={boundary}"
+    )
+    token = started.headers["Location"].rsplit("/", 1)[1]
+    (Path(app.instance_path) / "uploads" / f"{token}.csv").unlink()  # the job will fail
+    page = _work(marketer, started).get_data(as_text=True)
+    assert "The import failed and nothing was written" in page
+    assert "stopped before the end" in page and 'http-equiv="refresh"' not in page
+    assert _count(session, Member) == 0
