@@ -92,13 +92,14 @@ class Uploads:
         return {**state, "token": token}
 
     def update(self, token: str, **changes: Any) -> dict[str, Any]:
+        """Change the state. One writer at a time: the web process until it enqueues a
+        job, then that job until it ends."""
         state = self.get(token) or {}
         state.update(changes)
         state.pop("token", None)
         path = self.folder / f"{token}.json"
-        partial = path.with_suffix(".json.partial")
-        partial.write_bytes(json.dumps(state).encode())
-        os.chmod(partial, 0o600)
+        partial = self.folder / f"{token}.{secrets.token_hex(8)}.partial"
+        _write_new(partial, json.dumps(state).encode())
         os.replace(partial, path)  # readers see the old state or the new, never half
         return state
 
@@ -144,9 +145,9 @@ def _write_new(path: Path, data: bytes) -> None:
 def check(token: str) -> None:
     """Job: check every row, write nothing, record the report."""
     uploads = Uploads.of(current_app)
-    state = uploads.get(token)
-    if state is None or state["state"] != CHECKING:
-        return  # expired, or checked already by an earlier run of the job
+    state = _state(uploads, token)
+    if state["state"] != CHECKING:
+        return  # checked already by an earlier run of the job
     try:
         report = _run(uploads, token, state, write=False)
     except csv_import.CsvError as exc:
@@ -162,8 +163,8 @@ def check(token: str) -> None:
 def write(token: str, actor: str) -> None:
     """Job: import a checked file, in one transaction; the file is deleted either way."""
     uploads = Uploads.of(current_app)
-    state = uploads.get(token)
-    if state is None or state["state"] != IMPORTING:
+    state = _state(uploads, token)
+    if state["state"] != IMPORTING:
         return
     try:
         report = _run(uploads, token, state, write=True)
@@ -186,6 +187,15 @@ def write(token: str, actor: str) -> None:
     )
     db.session.commit()
     uploads.finish(token, state=IMPORTED, stored=report.stored, done=report.rows)
+
+
+def _state(uploads: Uploads, token: str) -> dict[str, Any]:
+    state = uploads.get(token)
+    if state is None:
+        # Fail the job, visibly: with web and workers on several machines the folder
+        # must be shared.
+        raise FileNotFoundError(f"no upload {token} in {uploads.folder} (expired, or not shared)")
+    return state
 
 
 def _run(uploads: Uploads, token: str, state: dict, *, write: bool) -> csv_import.Report:

@@ -47,8 +47,8 @@ def insert_ignore(
         sql, defaulted = _unnest_insert(table, tuple(names), key, returning)
         params = {f"c{i}": _column(table.c[n], [r[n] for r in rows]) for i, n in enumerate(names)}
         params.update({f"d{i}": _default(c) for i, c in enumerate(defaulted)})
-        cursor = _execute(session, sql, params)
-        return [row[0] for row in cursor.fetchall()] if returning else []
+        result = _execute(session, sql, params)
+        return [row[0] for row in result] if returning else []
     return _sqlite_insert_ignore(session, table, rows, key, returning)
 
 
@@ -71,12 +71,12 @@ def rows_where_in(
         return [tuple(row) for row in _execute(session, sql, {"values": list(values)})]
     names = ", ".join(_quote(table.c[c].name) for c in columns)
     head = f"SELECT {names} FROM {_quote(table.name)} WHERE {_quote(table.c[key].name)} IN "  # noqa: S608
-    cursor = session.connection().connection.driver_connection.cursor()
     values = list(values)
     out: list[tuple] = []
     for start in range(0, len(values), SQLITE_MAX_VARIABLES):
         chunk = values[start : start + SQLITE_MAX_VARIABLES]
-        out.extend(cursor.execute(head + "(" + ", ".join("?" * len(chunk)) + ")", chunk))
+        sql = head + "(" + ", ".join("?" * len(chunk)) + ")"
+        out.extend(tuple(row) for row in _execute(session, sql, tuple(chunk)))
     return out
 
 
@@ -106,16 +106,15 @@ def _sqlite_insert_ignore(
     if returning:
         tail += f" RETURNING {_quote(table.c[returning].name)}"
     flat_rows = list(zip(*values, strict=True))
-    cursor = session.connection().connection.driver_connection.cursor()
     out: list[Any] = []
     step = SQLITE_MAX_VARIABLES // per_row
     placeholder = "(" + ", ".join("?" * per_row) + ")"
     for start in range(0, len(flat_rows), step):
         chunk = flat_rows[start : start + step]
         sql = head + ", ".join([placeholder] * len(chunk)) + tail
-        cursor.execute(sql, [v for row in chunk for v in row])
+        result = _execute(session, sql, tuple(v for row in chunk for v in row))
         if returning:
-            out.extend(row[0] for row in cursor.fetchall())
+            out.extend(row[0] for row in result)
     return out
 
 
@@ -147,11 +146,10 @@ def _is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _execute(session: Session, sql: str, params: dict[str, Any]):
-    """psycopg itself, on the session's connection and inside its transaction."""
-    cursor = session.connection().connection.driver_connection.cursor()
-    cursor.execute(sql, params)
-    return cursor
+def _execute(session: Session, sql: str, params: dict[str, Any] | tuple):
+    """The driver's own SQL and parameters, on the session's connection and inside its
+    transaction; errors still come as SQLAlchemy's (DBAPIError, disconnects noticed)."""
+    return session.connection().exec_driver_sql(sql, params)
 
 
 @functools.cache

@@ -37,7 +37,15 @@ from app.auth.web import role_required
 from app.extensions import csrf, db
 from app.redis_client import get_redis
 from app.redis_server import EmbeddedRedisError
-from app.uploads import FAILED, RUNNING, SHOWN_ERRORS, Uploads
+from app.uploads import (
+    CHECKING,
+    FAILED,
+    IMPORTING,
+    RUNNING,
+    SHOWN_ERRORS,
+    UPLOAD_TTL,
+    Uploads,
+)
 from app.web import bp
 from app.web.forms import (
     FILE_TOO_LARGE,
@@ -56,6 +64,7 @@ IMPORTERS = (Role.ADMIN, Role.MARKETER)
 FORM_OVERHEAD = 64 * 1024
 # A job may take this long: a file of the largest size, checked or written.
 JOB_TIMEOUT = 2 * 3600
+UPLOAD_TTL_SECONDS = int(UPLOAD_TTL.total_seconds())
 
 
 @bp.get("/import")
@@ -132,7 +141,7 @@ def import_check():
         filename=_display_name(form.file.data.filename),
         user_id=current_user.id,
     )
-    if not _enqueue(uploads, token, jobs.check_upload, token):
+    if not _enqueue(uploads, token, CHECKING, jobs.check_upload, token):
         return _render(form, status=503)
     return redirect(url_for("web.import_upload", token=token), 303)
 
@@ -170,34 +179,51 @@ def import_confirm(token: str):
     if upload is None:
         flash(_("This upload has expired or was imported already: upload the file again."), "error")
         return _render(status=404)
-    if not _enqueue(uploads, token, jobs.import_upload, token, f"user:{current_user.email}"):
+    actor = f"user:{current_user.email}"
+    if not _enqueue(uploads, token, IMPORTING, jobs.import_upload, token, actor):
         return _render(status=503)
     return redirect(url_for("web.import_upload", token=token), 303)
 
 
-def _enqueue(uploads: Uploads, token: str, func, *args) -> bool:
+def _job_id(token: str, state: str) -> str:
+    return f"upload-{token}-{state}"
+
+
+def _enqueue(uploads: Uploads, token: str, state: str, func, *args) -> bool:
     try:
-        job = Queue(queues.DEFAULT, connection=get_redis()).enqueue(
-            func, *args, job_timeout=JOB_TIMEOUT, result_ttl=3600, failure_ttl=7 * 86400
+        Queue(queues.DEFAULT, connection=get_redis()).enqueue(
+            func,
+            *args,
+            job_id=_job_id(token, state),
+            job_timeout=JOB_TIMEOUT,
+            result_ttl=UPLOAD_TTL_SECONDS,
+            failure_ttl=UPLOAD_TTL_SECONDS,
         )
     except (RedisError, EmbeddedRedisError, OSError):
         uploads.finish(token, state=FAILED, problem="the background workers cannot be reached")
         flash(_("The background workers cannot be reached: try again in a minute."), "error")
         return False
-    uploads.update(token, job_id=job.id)
     return True
 
 
 def _notice_dead_job(uploads: Uploads, upload: dict) -> dict:
-    """A job that died without saying so (its worker killed): the upload failed."""
-    if upload["state"] not in RUNNING or not upload.get("job_id"):
+    """A job that ended without saying so (its worker killed, Redis flushed): the
+    upload failed. Only the job writes the state while it runs; this runs after."""
+    if upload["state"] not in RUNNING:
         return upload
     try:
-        status = Job.fetch(upload["job_id"], connection=get_redis()).get_status()
-    except (NoSuchJobError, RedisError, EmbeddedRedisError, OSError):
+        job = Job.fetch(_job_id(upload["token"], upload["state"]), connection=get_redis())
+        status = job.get_status()
+    except NoSuchJobError:
+        status = None  # lost with Redis
+    except (RedisError, EmbeddedRedisError, OSError):
+        return upload  # cannot tell now; the next refresh asks again
+    if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
         return upload
-    if status not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
-        return upload
+    if status == JobStatus.FINISHED:  # the job saw its state written meanwhile; look again
+        upload = uploads.get(upload["token"]) or upload
+        if upload["state"] not in RUNNING:
+            return upload
     problem = "the background job stopped before the end"
     uploads.finish(upload["token"], state=FAILED, problem=problem)
     return uploads.get(upload["token"]) or upload
