@@ -59,7 +59,7 @@ class Uploads:
     def create(self, data: bytes, *, kind: str, filename: str, user_id: int) -> str:
         """Keep a file for its check; return its token."""
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._sweep()
+        self.sweep()
         token = secrets.token_urlsafe(32)  # 43 characters of [A-Za-z0-9_-]
         _write_new(self.folder / f"{token}.csv", data)
         state = {
@@ -112,6 +112,7 @@ class Uploads:
             return None
         try:
             (self.folder / f"{token}.csv").rename(self.folder / f"{token}.importing")
+            os.utime(self.folder / f"{token}.importing")  # a fresh file for the sweep
         except OSError:
             return None
         return self.update(token, state=IMPORTING, done=0)
@@ -121,12 +122,18 @@ class Uploads:
         return (self.folder / f"{token}{suffix}").read_bytes()
 
     def finish(self, token: str, **changes: Any) -> None:
-        """The import is over: the file goes, its state stays for the page."""
+        """The upload is done with: the file goes; its state stays for the page, without
+        the sample rows once imported (they hold names and phone numbers)."""
         for suffix in (".csv", ".importing"):
             (self.folder / f"{token}{suffix}").unlink(missing_ok=True)
-        self.update(token, **changes)
+        state = self.update(token, **changes)
+        if state.get("state") == IMPORTED and state.get("report"):
+            self.update(token, report={**state["report"], "sample": []})
 
-    def _sweep(self) -> None:
+    def sweep(self) -> None:
+        """Delete what is past its time (run hourly, and at each upload)."""
+        if not self.folder.is_dir():
+            return
         oldest = time.time() - self.ttl.total_seconds()
         for path in self.folder.iterdir():
             try:

@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Index, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from members.db import Base, BigId, utcnow
@@ -51,8 +51,11 @@ class TrackMapping(Base):
 
 class IngestCount(Base):
     """What came in, per day (in the programme's time zone), door and outcome: the
-    counters behind the "Data in" page. Rejections keep their field and reason, and
-    the id of the last message rejected for it so that an engineer can find it."""
+    counters behind the "Data in" page. Rejections keep their field and reason (with
+    the rejected value left out: it may be a phone number), and the id of the last
+    message rejected for it so that an engineer can find it. Each counter is split in
+    a few shards, summed when read, so that concurrent batches do not queue on one row.
+    """
 
     __tablename__ = "ingest_counts"
 
@@ -61,6 +64,7 @@ class IngestCount(Base):
     status: Mapped[str] = mapped_column(String(16), primary_key=True)
     field: Mapped[str] = mapped_column(String(64), primary_key=True, default="")
     reason: Mapped[str] = mapped_column(String(200), primary_key=True, default="")
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
     count: Mapped[int] = mapped_column(BigInteger)
     example: Mapped[str | None] = mapped_column(String(100))
     last_at: Mapped[dt.datetime]

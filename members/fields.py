@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
+from typing import Any
 from zoneinfo import available_timezones
 
 import phonenumbers
@@ -55,3 +57,27 @@ def parse_time(value: str, field: str) -> dt.datetime:
     if parsed.tzinfo is None:
         raise InvalidField(field, "give a time zone offset (e.g. 2026-11-23T10:00:00+08:00)")
     return parsed
+
+
+MAX_JSON_DEPTH = 8
+
+
+def json_problem(value: Any) -> str | None:
+    """What a JSON document (properties, attributes) cannot be stored with, or None:
+    nesting deeper than MAX_JSON_DEPTH, or NaN and Infinity, which Python's json reads
+    but PostgreSQL's jsonb refuses."""
+    return _json_problem(value, 0)
+
+
+def _json_problem(value: Any, level: int) -> str | None:
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "holds NaN or Infinity, which JSON cannot hold"
+    if not isinstance(value, dict | list):
+        return None
+    if level >= MAX_JSON_DEPTH:
+        return f"nests deeper than {MAX_JSON_DEPTH} levels"
+    for item in value.values() if isinstance(value, dict) else value:
+        problem = _json_problem(item, level + 1)
+        if problem:
+            return problem
+    return None

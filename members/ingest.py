@@ -11,20 +11,21 @@ import dataclasses
 import datetime as dt
 import enum
 import functools
+import random
 import re
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
 from babel.numbers import list_currencies
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from members import bulk
 from members.errors import InvalidField
 from members.event import Event, IngestCount
-from members.fields import parse_time
+from members.fields import json_problem, parse_time
 from members.member import Member
 
 # Types Tenure knows; any other name matching CUSTOM_TYPE is a custom event.
@@ -45,7 +46,7 @@ MONEY_TYPES = frozenset({"order", "refund"})
 CUSTOM_TYPE = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
 # Clocks drift; an event more than this far ahead of the server is an error, not news.
 MAX_FUTURE = dt.timedelta(hours=1)
-MAX_PROPERTY_DEPTH = 8
+COUNTER_SHARDS = 8
 
 
 class UnknownMembers(enum.StrEnum):
@@ -96,8 +97,9 @@ def check(event: EventIn, now: dt.datetime) -> tuple[str, str] | None:
         return "amount", f"an {event.type} needs an amount"
     if event.currency is not None and event.currency not in _currencies():
         return "currency", f"{event.currency!r} is not an ISO 4217 code (e.g. CNY)"
-    if _depth(event.properties) > MAX_PROPERTY_DEPTH:
-        return "properties", f"nests deeper than {MAX_PROPERTY_DEPTH} levels"
+    problem = json_problem(event.properties)
+    if problem:
+        return "properties", problem
     return None
 
 
@@ -171,13 +173,14 @@ def tally(
     one statement, in the caller's transaction."""
     counts: dict[tuple[str, str, str], list] = {}
     for status, field, reason, example in outcomes:
-        key = (status, (field or "")[:64], (reason or "")[:200])
+        key = (status, (field or "")[:64], _without_values(reason or "")[:200])
         entry = counts.setdefault(key, [0, None])
         entry[0] += 1
         if example is not None:
             entry[1] = example[:100]
     if not counts:
         return
+    shard = random.randrange(COUNTER_SHARDS)  # noqa: S311 (spreads rows; not a secret)
     rows = [
         {
             "day": day,
@@ -185,6 +188,7 @@ def tally(
             "status": status,
             "field": field,
             "reason": reason,
+            "shard": shard,
             "count": count,
             "example": example,
             "last_at": now,
@@ -195,7 +199,7 @@ def tally(
     insert = _dialect_insert(session)(IngestCount.__table__)
     session.execute(
         insert.on_conflict_do_update(
-            index_elements=["day", "source", "status", "field", "reason"],
+            index_elements=["day", "source", "status", "field", "reason", "shard"],
             set_={
                 "count": IngestCount.__table__.c["count"] + insert.excluded["count"],
                 "example": func.coalesce(insert.excluded.example, IngestCount.__table__.c.example),
@@ -204,6 +208,20 @@ def tally(
         ),
         rows,
     )
+
+
+def purge_counts(session: Session, before: dt.date) -> int:
+    """Delete the counters of days before ``before``; return how many rows went."""
+    return session.execute(delete(IngestCount).where(IngestCount.day < before)).rowcount
+
+
+# A rejected value quoted in a reason ('010-1234567' is not a mobile number): counters
+# group by the reason without it, and never keep personal data.
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def _without_values(reason: str) -> str:
+    return _QUOTED.sub("…", reason)
 
 
 def _resolve_members(
@@ -249,16 +267,6 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
 
 def _dialect_insert(session: Session):
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
-def _depth(value: Any, level: int = 0) -> int:
-    if level > MAX_PROPERTY_DEPTH:
-        return level
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
 
 
 @functools.cache

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from members import audit
 from members.errors import InvalidField, NotFound
 from members.event import Event
-from members.fields import check_timezone, normalise_phone
+from members.fields import check_timezone, json_problem, normalise_phone
 from members.lifecycle import Stage
 from members.member import Channel, ConsentRecord, Member
 
@@ -50,6 +50,9 @@ def clean_profile(fields: Mapping[str, Any]) -> dict[str, Any]:
         clean["timezone"] = check_timezone(clean["timezone"])
     elif "timezone" in clean:
         raise InvalidField("timezone", "must not be empty")
+    problem = json_problem(clean.get("attributes"))
+    if problem:
+        raise InvalidField("attributes", problem)
     joined = clean.get("joined_at")
     if joined is not None:
         if joined.tzinfo is None:

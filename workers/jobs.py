@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -9,9 +10,11 @@ from typing import ParamSpec, TypeVar
 from app import clock, uploads
 from app.extensions import db
 from app.redis_client import get_redis
+from members import ingest
 from workers import runtime
 from workers.heartbeat import record_heartbeat
 
+COUNTS_KEPT = dt.timedelta(days=400)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -52,3 +55,15 @@ def check_upload(token: str) -> None:
 def import_upload(token: str, actor: str) -> None:
     """Import an uploaded CSV file that passed its check."""
     uploads.write(token, actor)
+
+
+@job
+def sweep_uploads() -> None:
+    """Delete uploads past their time: they hold personal data."""
+    uploads.Uploads.of(runtime.current()).sweep()
+
+
+@job
+def purge_ingest_counts() -> None:
+    """Drop the Data in page's counters older than a year and a month."""
+    ingest.purge_counts(db.session, before=clock.now().date() - COUNTS_KEPT)

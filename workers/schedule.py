@@ -19,7 +19,11 @@ class Periodic:
     cron: str | None = None
 
 
-PERIODIC: tuple[Periodic, ...] = (Periodic(jobs.heartbeat, queues.LOW, interval=60),)
+PERIODIC: tuple[Periodic, ...] = (
+    Periodic(jobs.heartbeat, queues.LOW, interval=60),
+    Periodic(jobs.sweep_uploads, queues.LOW, interval=3600),
+    Periodic(jobs.purge_ingest_counts, queues.LOW, cron="17 3 * * *"),
+)
 
 
 def register_all(scheduler: CronScheduler) -> None:

@@ -25,11 +25,12 @@ def upgrade():
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("field", sa.String(length=64), nullable=False),
         sa.Column("reason", sa.String(length=200), nullable=False),
+        sa.Column("shard", sa.SmallInteger(), nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
         sa.Column("example", sa.String(length=100), nullable=True),
         sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint(
-            "day", "source", "status", "field", "reason", name=op.f("pk_ingest_counts")
+            "day", "source", "status", "field", "reason", "shard", name=op.f("pk_ingest_counts")
         ),
     )
     op.create_table(

@@ -193,3 +193,22 @@ def test_a_body_that_is_not_declared_json_is_415(client, session, key, body, con
     assert response.mimetype == "application/problem+json"
     assert response.get_json()["errors"][0]["field"] == "Content-Type"
     assert _count(session) == 0
+
+
+def test_nan_and_infinity_are_rejected_by_field_not_a_500(client, session, key):
+    # Python's json writes them (allow_nan defaults to True); PostgreSQL's jsonb refuses.
+    body = (
+        '{"events": [{"event_id": "n-1", "member": "m-1", "type": "login", '
+        '"occurred_at": "2026-11-20T10:00:00+08:00", "properties": {"score": NaN}}, '
+        '{"event_id": "n-2", "member": "m-1", "type": "login", '
+        '"occurred_at": "2026-11-20T10:00:00+08:00", "properties": {"a": [Infinity]}}]}'
+    )
+    response = client.post(
+        "/api/v1/events", data=body, content_type="application/json", headers=key
+    )
+    assert response.status_code == 200
+    results = response.get_json()["results"]
+    assert [r["status"] for r in results] == ["rejected", "rejected"]
+    assert {r["errors"][0]["field"] for r in results} == {"properties"}
+    assert "NaN" in results[0]["errors"][0]["message"]
+    assert _count(session) == 0

@@ -197,3 +197,19 @@ def test_keys_without_ingest_are_403_and_unknown_401(client, session):
     unknown = _post(client, "/v1/batch", body, "tnr_nope_nope")
     assert unknown.status_code == 401 and unknown.get_json()["code"] == "unauthorized"
     assert _post(client, "/v1/batch", body).status_code == 401
+
+
+def test_nan_in_traits_or_properties_is_rejected_not_a_500(client, session, write_key):
+    body = (
+        b'{"batch": [{"type": "identify", "userId": "m-9", "messageId": "nan-1", '
+        b'"traits": {"score": NaN}}, {"type": "track", "userId": "m-9", "event": "Signed In", '
+        b'"messageId": "nan-2", "properties": {"x": -Infinity}}]}'
+    )
+    response = _post(client, "/v1/batch", body, write_key)
+    assert response.status_code == 200
+    results = response.get_json()["results"]
+    assert [(r["status"], r["field"]) for r in results] == [
+        ("rejected", "traits.attributes"),
+        ("rejected", "properties"),
+    ]
+    assert session.scalar(select(func.count()).select_from(Event)) == 0

@@ -59,13 +59,17 @@ def test_a_failing_job_rolls_back_and_lands_in_the_failed_registry(redis, sessio
     assert job.id in Queue(queues.DEFAULT, connection=redis).failed_job_registry.get_job_ids()
 
 
+_EVERY = [p for p in PERIODIC if p.interval]
+
+
 def test_periodic_jobs_are_registered_with_rq_cron(redis):
     scheduler = CronScheduler(connection=redis)
     register_all(scheduler)
     registered = {(j.func, j.queue_name, j.interval) for j in scheduler.get_jobs()}
     assert registered == {(p.func, p.queue, p.interval) for p in PERIODIC}
     scheduler.enqueue_jobs()
-    assert Queue(queues.LOW, connection=redis).count == 1
+    # Jobs run at an interval are due at once; those on a cron line wait for their time.
+    assert Queue(queues.LOW, connection=redis).count == len(_EVERY)
 
 
 def test_two_cron_processes_enqueue_each_tick_once(redis):
@@ -76,8 +80,28 @@ def test_two_cron_processes_enqueue_each_tick_once(redis):
         register_all(scheduler)
         scheduler.register_birth()  # as start() does
     assert first.enqueue_jobs() and not second.enqueue_jobs()
-    assert Queue(queues.LOW, connection=redis).count == len(PERIODIC)
+    assert Queue(queues.LOW, connection=redis).count == len(_EVERY)
     assert second.calculate_sleep_interval() > 0  # the standby keeps time, does not spin
     first.register_death()  # the leader stops: the lease is released, the standby leads
     assert redis.get(LEADER_KEY) is None
     assert second.is_leader()
+
+
+def test_old_ingest_counters_are_purged_and_recent_ones_kept(redis, session):
+    import datetime as dt
+
+    from members import ingest
+    from members.event import IngestCount
+
+    today = dt.date.today()
+    for day in (today - jobs.COUNTS_KEPT - dt.timedelta(days=1), today):
+        ingest.tally(
+            session,
+            [("accepted", None, None, None)],
+            source="api",
+            day=day,
+            now=dt.datetime.now(dt.UTC),
+        )
+    session.flush()
+    _run(redis, jobs.purge_ingest_counts)
+    assert session.scalars(select(IngestCount.day)).all() == [today]
