@@ -43,7 +43,9 @@ class TrackMapping(Base):
 
     __tablename__ = "track_mappings"
 
-    event_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # The name case-folded: "Order Completed" and "order completed" are one mapping.
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_name: Mapped[str] = mapped_column(String(200))
     event_type: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(320))

@@ -82,7 +82,7 @@ class Outcome:
 
 def check(event: EventIn, now: dt.datetime) -> tuple[str, str] | None:
     """The first problem with an event's meaning as (field, reason), or None."""
-    if not (event.type in KNOWN_TYPES or CUSTOM_TYPE.match(event.type)):
+    if not (event.type in KNOWN_TYPES or CUSTOM_TYPE.fullmatch(event.type)):
         return "type", "use lower-case letters, digits and _ . : - (e.g. order, wishlist_add)"
     if event.occurred_at.tzinfo is None:
         return "occurred_at", "give a time zone offset (e.g. +08:00)"

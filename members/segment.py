@@ -75,13 +75,13 @@ class MappingRow:
 def mapping(session: Session) -> dict[str, str]:
     """The track-name mapping in force, keyed by the case-folded name: the defaults with
     the marketers' rows on top. Names match whatever their case ("order completed")."""
-    rows = session.execute(select(TrackMapping.event_name, TrackMapping.event_type))
-    return {**_DEFAULT_FOLDED, **{name.casefold(): type_ for name, type_ in rows}}
+    rows = session.execute(select(TrackMapping.key, TrackMapping.event_type))
+    return {**_DEFAULT_FOLDED, **{key: type_ for key, type_ in rows}}
 
 
 def mapping_rows(session: Session) -> list[MappingRow]:
     """Every mapping in force, defaults first in their order, then the added ones."""
-    saved = {m.event_name.casefold(): m for m in session.scalars(select(TrackMapping))}
+    saved = {m.key: m for m in session.scalars(select(TrackMapping))}
     rows = []
     for name, default in DEFAULT_TRACK_MAPPING.items():
         own = saved.pop(name.casefold(), None)
@@ -107,7 +107,7 @@ def set_mapping(
     """Map a track name onto a type; False when that was already the mapping."""
     name = _event_name(event_name)
     if not isinstance(event_type_, str) or not (
-        event_type_ in ingest.KNOWN_TYPES or ingest.CUSTOM_TYPE.match(event_type_)
+        event_type_ in ingest.KNOWN_TYPES or ingest.CUSTOM_TYPE.fullmatch(event_type_)
     ):
         raise InvalidField(
             "event_type",
@@ -125,7 +125,13 @@ def set_mapping(
         own.event_type, own.updated_at, own.updated_by = event_type_, now, actor
     else:
         session.add(
-            TrackMapping(event_name=name, event_type=event_type_, updated_at=now, updated_by=actor)
+            TrackMapping(
+                key=name.casefold(),
+                event_name=name,
+                event_type=event_type_,
+                updated_at=now,
+                updated_by=actor,
+            )
         )
     audit.record(
         session,
@@ -159,16 +165,12 @@ def reset_mapping(session: Session, event_name: Any, *, actor: str, now: dt.date
 
 
 def _own_row(session: Session, name: str) -> TrackMapping | None:
-    folded = name.casefold()
-    return next(
-        (m for m in session.scalars(select(TrackMapping)) if m.event_name.casefold() == folded),
-        None,
-    )
+    return session.get(TrackMapping, name.casefold())
 
 
 def _event_name(value: Any) -> str:
     name = value.strip() if isinstance(value, str) else ""
-    if not 0 < len(name) <= MAX_EVENT_NAME:
+    if not 0 < len(name.casefold()) <= MAX_EVENT_NAME:
         raise InvalidField(
             "event_name", f"the track call's event name, 1 to {MAX_EVENT_NAME} characters"
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import RAISE, Schema, fields, validate
+from sqlalchemy.exc import IntegrityError
 
 from app import clock
 from app.api.auth import BEARER_DOC, api_actor, require_scope
@@ -67,6 +68,7 @@ class TrackMappingByName(MethodView):
     @blp.doc(**BEARER_DOC)
     @blp.arguments(SetTrackMappingSchema, example={"event_type": "order"})
     @blp.response(200, TrackMappingSchema)
+    @blp.alt_response(409, response="CONFLICT")
     def put(self, body, event_name: str):
         """Map a track name (matched whatever its case) onto an event type. Applies to
         messages received from now on; stored events keep their type."""
@@ -77,7 +79,11 @@ class TrackMappingByName(MethodView):
         except InvalidField as exc:
             where = "view_args" if exc.field == "event_name" else "json"
             abort(422, errors={where: {exc.field: [exc.message]}})
-        db.session.commit()
+        try:
+            db.session.commit()
+        except IntegrityError:  # the same name saved by another request just now
+            db.session.rollback()
+            abort(409, message=f"{event_name!r} was changed at the same time: send it again")
         return _row(event_name)
 
     @require_scope(Scope.WRITE)

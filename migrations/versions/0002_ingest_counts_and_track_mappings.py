@@ -35,11 +35,12 @@ def upgrade():
     )
     op.create_table(
         "track_mappings",
+        sa.Column("key", sa.String(length=200), nullable=False),
         sa.Column("event_name", sa.String(length=200), nullable=False),
         sa.Column("event_type", sa.String(length=64), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_by", sa.String(length=320), nullable=False),
-        sa.PrimaryKeyConstraint("event_name", name=op.f("pk_track_mappings")),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_track_mappings")),
     )
 
 
