@@ -156,8 +156,9 @@ def _event(row: dict[str, str]) -> ingest.EventIn:
     for name in ("event_id", "member", "type", "occurred_at"):
         if not row.get(name):
             raise InvalidField(name, "is empty")
-    if len(row["event_id"]) > 100:
-        raise InvalidField("event_id", "is longer than 100 characters")
+    for name, longest in (("event_id", 100), ("member", 128), ("category", 64)):
+        if len(row.get(name) or "") > longest:
+            raise InvalidField(name, f"is longer than {longest} characters")
     amount = None
     if row.get("amount"):
         try:

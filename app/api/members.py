@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
 from typing import ClassVar
 
-from flask import Response, stream_with_context
+from flask import Response, current_app
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
@@ -229,15 +230,23 @@ class MemberExport(MethodView):
     )
     def get(self, args):
         """The members matching the list filters, as CSV, streamed."""
-        lines = csv_import.export_members(db.session, _filters(args))
-        response = Response(stream_with_context(_with_bom(lines)), mimetype="text/csv")
+        stream = export_stream(current_app._get_current_object(), _filters(args))
+        response = Response(stream, mimetype="text/csv")
         response.headers["Content-Disposition"] = 'attachment; filename="members.csv"'
         return response
 
 
-def _with_bom(lines):
-    yield "\ufeff"
-    yield from lines
+def export_stream(app, filters: profiles.MemberFilter) -> Iterator[str]:
+    """The member export, UTF-8 with BOM (Excel), on a session of its own: the stream
+    outlives the request (and its context), and a stream never read to its end holds
+    no context open. Read-only, so that on SQLite a slow download blocks no writer."""
+    session = db.state(app).sessionmaker()
+    try:
+        session.connection(execution_options={"read_only": True})
+        yield "\ufeff"
+        yield from csv_import.export_members(session, filters)
+    finally:
+        session.close()
 
 
 def _filters(args) -> profiles.MemberFilter:

@@ -9,7 +9,6 @@ their progress, refreshing itself, and their outcome.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 from flask import (
     Response,
@@ -31,10 +30,10 @@ from rq.job import Job, JobStatus
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app import clock
-from app.api.members import _with_bom  # the API's export, byte for byte
+from app.api.members import export_stream  # the API's export, byte for byte
 from app.auth.models import Role
 from app.auth.web import role_required
-from app.extensions import csrf, db
+from app.extensions import csrf
 from app.redis_client import get_redis
 from app.redis_server import EmbeddedRedisError
 from app.uploads import (
@@ -54,7 +53,7 @@ from app.web.forms import (
     ExportForm,
     ImportForm,
 )
-from members import csv_import, profiles
+from members import csv_import
 from members.errors import InvalidField
 from members.lifecycle import Stage
 from workers import jobs, queues
@@ -255,17 +254,7 @@ def export_members():
     except InvalidField as exc:
         getattr(form, exc.field).errors.append(exc.message)
         return _render(export_form=form, status=400)
-    stream = _export(current_app._get_current_object(), filters)
+    stream = export_stream(current_app._get_current_object(), filters)
     response = Response(stream, mimetype="text/csv")
     response.headers["Content-Disposition"] = 'attachment; filename="members.csv"'
     return response
-
-
-def _export(app, filters: profiles.MemberFilter) -> Iterator[str]:
-    """The export on a session of its own: the stream outlives the request (and its
-    context), and a stream never read to its end holds no context open."""
-    session = db.state(app).sessionmaker()
-    try:
-        yield from _with_bom(csv_import.export_members(session, filters))
-    finally:
-        session.close()
