@@ -240,10 +240,10 @@ def export_stream(app, filters: profiles.MemberFilter) -> Iterator[str]:
     """The member export, UTF-8 with BOM (Excel), on a session of its own: the stream
     outlives the request (and its context), and a stream never read to its end holds
     no context open. Read-only, so that on SQLite a slow download blocks no writer."""
+    yield "\ufeff"  # before the session starts: a stream closed here touched nothing
     session = db.state(app).sessionmaker()
     try:
         session.connection(execution_options={"read_only": True})
-        yield "\ufeff"
         yield from csv_import.export_members(session, filters)
     finally:
         session.close()
