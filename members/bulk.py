@@ -213,6 +213,11 @@ def _default_value(column: Column) -> Any:
 def _column(column: Column, values: list[Any]) -> list[Any]:
     if _is_json(column):
         return [None if v is None else _dumps(v) for v in values]
+    if isinstance(column.type, UTCDateTime):
+        for value in values:  # PostgreSQL would read a naive time in its own zone
+            if value is not None and value.utcoffset() is None:
+                raise ValueError(f"naive datetime {value!r}: Tenure stores aware times only")
+        return values
     if values and isinstance(next((v for v in values if v is not None), None), enum.Enum):
         return [None if v is None else v.value for v in values]
     return values

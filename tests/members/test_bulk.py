@@ -90,3 +90,17 @@ def test_rows_where_in_finds_by_key(session):
     )
     assert sorted(r[0] for r in rows) == ["a", "c"]
     assert bulk.rows_where_in(session, Member.__table__, "external_id", set(), ("id",)) == []
+
+
+def test_naive_times_are_refused_on_both_databases(session):
+    import pytest
+
+    row = {
+        "external_id": "naive",
+        "joined_at": dt.datetime(2026, 1, 1, 12, 0),
+        "attributes": {},
+        "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        "updated_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    }
+    with pytest.raises(ValueError, match="naive datetime"):
+        bulk.insert_ignore(session, Member.__table__, [row], "external_id")
