@@ -11,7 +11,7 @@ from flask import Flask, abort, g, has_request_context, request, send_from_direc
 from flask_babel import format_number, get_locale
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import IntegerConverter, PathConverter
 
 from config import Settings
 
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, **config_overrides: object) -> 
             x_host=settings.proxy_hops,
         )
     app.url_map.converters["id"] = IdConverter
+    app.url_map.converters["anything"] = AnythingConverter
     db.init_app(app, settings.database_url)
     migrate.init_app(
         app,
@@ -189,6 +190,14 @@ class IdConverter(IntegerConverter):
 
     def __init__(self, url_map, *args, **kwargs) -> None:
         super().__init__(url_map, min=1, max=2**31 - 1)
+
+
+class AnythingConverter(PathConverter):
+    """The rest of the path, slashes included, even a first one: names chosen by
+    clients (a track event called "/cart")."""
+
+    regex = ".+"
+    part_isolating = False
 
 
 class _RequestIdFilter(logging.Filter):

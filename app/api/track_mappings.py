@@ -62,7 +62,7 @@ class TrackMappings(MethodView):
         return segment.mapping_rows(db.session)
 
 
-@blp.route("/<path:event_name>")
+@blp.route("/<anything:event_name>", merge_slashes=False)
 class TrackMappingByName(MethodView):
     @require_scope(Scope.WRITE)
     @blp.doc(**BEARER_DOC)

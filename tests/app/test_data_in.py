@@ -193,3 +193,15 @@ def _tile_numbers(html):
     import re
 
     return re.findall(r'<span class="n[^"]*">([\d,]+)</span>', html)
+
+
+def test_a_track_name_beginning_with_a_slash_is_addressable(client, session, keys):
+    write = factories.bearer(keys["write"])
+    put = client.put(
+        "/api/v1/track-mappings//cart", json={"event_type": "cart_view"}, headers=write
+    )
+    assert put.status_code == 200, put.get_data(as_text=True)
+    assert put.get_json()["event_name"] == "/cart"
+    _track(client, keys["ingest"], "/cart", "slash-1")
+    assert _type_of(session, "slash-1") == "cart_view"
+    assert client.delete("/api/v1/track-mappings//cart", headers=write).status_code == 204
