@@ -214,6 +214,9 @@ def _run_import(path: str, dry_run: bool, kind: str) -> None:
         db.session.rollback()
         click.echo(f"{report.rows} rows checked, all good (dry run: nothing written)")
         return
+    if kind == "events":
+        now = clock.now()
+        csv_import.tally_import(db.session, report, day=clock.local_date(now), now=now)
     db.session.commit()
     stored = ", ".join(f"{n} {status}" for status, n in sorted(report.stored.items()))
     click.echo(f"{report.rows} rows imported: {stored}")

@@ -183,6 +183,9 @@ def write(token: str, actor: str) -> None:
         db.session.rollback()
         uploads.finish(token, state=FAILED, report=_report(report))
         return
+    now = clock.now()
+    if state["kind"] == "events":
+        csv_import.tally_import(db.session, report, day=clock.local_date(now), now=now)
     audit.record(
         db.session,
         actor=actor,
@@ -190,7 +193,7 @@ def write(token: str, actor: str) -> None:
         target_type="csv_file",
         target_id=state["filename"][:128],
         details={"rows": report.rows, **report.stored},
-        now=clock.now(),
+        now=now,
     )
     db.session.commit()
     uploads.finish(token, state=IMPORTED, stored=report.stored, done=report.rows)

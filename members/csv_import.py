@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import datetime as dt
 import io
+import itertools
 import json
 from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
@@ -346,3 +347,11 @@ def _drain(buffer: io.StringIO) -> str:
     buffer.seek(0)
     buffer.truncate()
     return text
+
+
+def tally_import(session: Session, report: Report, *, day: dt.date, now: dt.datetime) -> None:
+    """Count an events import on the Data in page, as the API's batches are counted."""
+    outcomes = itertools.chain.from_iterable(
+        itertools.repeat((status, None, None, None), n) for status, n in report.stored.items()
+    )
+    ingest.tally(session, outcomes, source="csv", day=day, now=now)

@@ -419,3 +419,12 @@ def test_a_job_that_dies_shows_as_failed_not_as_checking_forever(app, marketer, 
     assert "The import failed and nothing was written" in page
     assert "stopped before the end" in page and 'http-equiv="refresh"' not in page
     assert _count(session, Member) == 0
+
+
+def test_an_events_import_is_counted_on_the_data_in_page(marketer, session):
+    _confirm(marketer, _token(_upload(marketer, EVENTS.encode(), kind="events")))
+    html = marketer.get("/data-in").get_data(as_text=True)
+    row = re.search(
+        r"<td>CSV</td>\s*<td class=\"num\">(\d+)</td>\s*<td class=\"num\">(\d+)</td>", html
+    )
+    assert row and row.groups() == ("2", "1")  # accepted, duplicate
