@@ -176,6 +176,12 @@ def import_group() -> None:
     """Import members or events from a CSV file (UTF-8 or GB18030)."""
 
 
+def _commit(rows: int) -> None:
+    """A chunk of an import is written: commit it (on SQLite one long transaction would
+    hold every other writer off; an import run again is safe)."""
+    db.session.commit()
+
+
 def _run_import(path: str, dry_run: bool, kind: str) -> None:
     settings = current_app.config["TENURE_SETTINGS"]
     try:
@@ -190,7 +196,12 @@ def _run_import(path: str, dry_run: bool, kind: str) -> None:
         with click.progressbar(length=lines, label=f"Checking {kind}", file=sys.stderr) as bar:
             if kind == "members":
                 report = csv_import.import_members(
-                    db.session, text, now=clock.now(), write=not dry_run, progress=bar.update
+                    db.session,
+                    text,
+                    now=clock.now(),
+                    write=not dry_run,
+                    progress=bar.update,
+                    written=_commit,
                 )
             else:
                 report = csv_import.import_events(
@@ -201,6 +212,7 @@ def _run_import(path: str, dry_run: bool, kind: str) -> None:
                     default_currency=settings.currency,
                     unknown_members=ingest.UnknownMembers(settings.unknown_members),
                     progress=bar.update,
+                    written=_commit,
                 )
     except csv_import.CsvError as exc:
         db.session.rollback()

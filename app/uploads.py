@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,16 +169,26 @@ def check(token: str) -> None:
 
 
 def write(token: str, actor: str) -> None:
-    """Job: import a checked file, in one transaction; the file is deleted either way."""
+    """Job: import a checked file, a chunk a transaction (on SQLite one long
+    transaction would hold every other writer off); the file is deleted either way."""
     uploads = Uploads.of(current_app)
     state = _state(uploads, token)
     if state["state"] != IMPORTING:
         return
+    stored = 0
+
+    def written(rows: int) -> None:
+        nonlocal stored
+        db.session.commit()
+        stored += rows
+        uploads.update(token, phase="writing", done=stored)
+
     try:
-        report = _run(uploads, token, state, write=True)
+        report = _run(uploads, token, state, write=True, written=written)
     except Exception as exc:
         db.session.rollback()
-        uploads.finish(token, state=FAILED, problem=f"{exc.__class__.__name__}: {exc}"[:500])
+        problem = f"{exc.__class__.__name__}: {exc}"[:500]
+        uploads.finish(token, state=FAILED, problem=problem, written=stored)
         raise
     if report.errors:  # good at the check, but time moved on (events now in the future)
         db.session.rollback()
@@ -208,7 +219,14 @@ def _state(uploads: Uploads, token: str) -> dict[str, Any]:
     return state
 
 
-def _run(uploads: Uploads, token: str, state: dict, *, write: bool) -> csv_import.Report:
+def _run(
+    uploads: Uploads,
+    token: str,
+    state: dict,
+    *,
+    write: bool,
+    written: Callable[[int], None] = lambda n: None,
+) -> csv_import.Report:
     text = csv_import.decode(uploads.data(token, state["state"]))
     done = 0
 
@@ -221,7 +239,7 @@ def _run(uploads: Uploads, token: str, state: dict, *, write: bool) -> csv_impor
     settings = current_app.config["TENURE_SETTINGS"]
     if state["kind"] == "members":
         return csv_import.import_members(
-            db.session, text, now=clock.now(), write=write, progress=progress
+            db.session, text, now=clock.now(), write=write, progress=progress, written=written
         )
     return csv_import.import_events(
         db.session,
@@ -231,6 +249,7 @@ def _run(uploads: Uploads, token: str, state: dict, *, write: bool) -> csv_impor
         default_currency=settings.currency,
         unknown_members=ingest.UnknownMembers(settings.unknown_members),
         progress=progress,
+        written=written,
     )
 
 

@@ -223,12 +223,15 @@ def import_members(
     now: dt.datetime,
     write: bool,
     progress: Callable[[int], None] = lambda n: None,
+    written: Callable[[int], None] = lambda n: None,
 ) -> Report:
-    """Check every row; when ``write`` and no row is bad, upsert them all."""
+    """Check every row; when ``write`` and no row is bad, upsert them all, calling
+    ``written`` after each chunk (the caller may commit there: an import run again
+    updates the same members)."""
     report, items = _check(parse_members(text), progress)
     if write and not report.errors:
         created, updated = profiles.upsert_many(
-            session, ((item.pop("external_id"), item) for item in items), now
+            session, ((item.pop("external_id"), item) for item in items), now, written
         )
         report.stored = {"created": created, "updated": updated}
     return report
@@ -243,8 +246,11 @@ def import_events(
     default_currency: str,
     unknown_members: ingest.UnknownMembers,
     progress: Callable[[int], None] = lambda n: None,
+    written: Callable[[int], None] = lambda n: None,
 ) -> Report:
-    """Check every row; when ``write`` and no row is bad, store them in chunks."""
+    """Check every row; when ``write`` and no row is bad, store them in chunks, calling
+    ``written`` after each (the caller may commit there: an import run again skips
+    the events stored, by their event_id)."""
     report, events = _check(parse_events(text, now), progress)
     if write and not report.errors:
         stored: dict[str, int] = {}
@@ -257,6 +263,7 @@ def import_events(
                 unknown_members=unknown_members,
             ):
                 stored[outcome.status.value] = stored.get(outcome.status.value, 0) + 1
+            written(len(events[start : start + CHUNK]))
         report.stored = stored
     return report
 

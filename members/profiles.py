@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import and_, select, update
@@ -80,10 +80,14 @@ UPSERT_CHUNK = 1000
 
 
 def upsert_many(
-    session: Session, items: Iterable[tuple[str, Mapping[str, Any]]], now: dt.datetime
+    session: Session,
+    items: Iterable[tuple[str, Mapping[str, Any]]],
+    now: dt.datetime,
+    written: Callable[[int], None] = lambda n: None,
 ) -> tuple[int, int]:
-    """upsert() for many members, a thousand a round trip (one lookup, one flush);
-    return (created, updated). A member named twice gets both changes, in order."""
+    """upsert() for many members, a thousand a round trip (one lookup, one flush),
+    calling ``written`` with the size of each chunk once flushed; return (created,
+    updated). A member named twice gets both changes, in order."""
     created = updated = 0
     chunk: list[tuple[str, dict[str, Any]]] = []
 
@@ -100,6 +104,7 @@ def upsert_many(
             created += is_new
             updated += not is_new
         session.flush()
+        written(len(chunk))
         chunk.clear()
 
     for external_id, fields in items:

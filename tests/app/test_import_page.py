@@ -428,3 +428,22 @@ def test_an_events_import_is_counted_on_the_data_in_page(marketer, session):
         r"<td>CSV</td>\s*<td class=\"num\">(\d+)</td>\s*<td class=\"num\">(\d+)</td>", html
     )
     assert row and row.groups() == ("2", "1")  # accepted, duplicate
+
+
+def test_an_import_that_stops_half_way_says_what_was_written(app, marketer, session, monkeypatch):
+    from members import profiles
+
+    token = _token(_upload(marketer, MEMBERS.encode()))
+    apply = profiles._apply
+
+    def fail_on_the_second(session_, member, external_id, clean, now):
+        if external_id == "u-2":
+            raise RuntimeError("the disk is full")
+        return apply(session_, member, external_id, clean, now)
+
+    monkeypatch.setattr(profiles, "UPSERT_CHUNK", 1)
+    monkeypatch.setattr(profiles, "_apply", fail_on_the_second)
+    html = _confirm(marketer, token).get_data(as_text=True)
+    assert "The import stopped after 1 rows were written: RuntimeError: the disk is full" in html
+    assert "Importing the same file again is safe" in html
+    assert session.scalars(select(Member.external_id)).all() == ["u-1"]
