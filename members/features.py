@@ -1,0 +1,154 @@
+"""RFM features, computed set-based: one INSERT ... SELECT ... ON CONFLICT that
+aggregates the events of every member (or of some) as of a moment.
+
+Windows are closed at ``as_of`` and open at their start: "the last 30 days" are the
+events with ``as_of - 30 days < occurred_at <= as_of``. Events after ``as_of`` are
+left out, so that a run for a past moment (``--as-of``) sees what was known then.
+Spend is net of refunds in the same window; order counts are not (a refunded order
+was still an order, and a visit).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from members.db import UTCDateTime
+from members.event import Event
+from members.lifecycle import MemberFeatures
+from members.member import Member
+
+ORDER, REFUND = "order", "refund"
+VISITS = ("login", "app_open")
+SPEND_WINDOWS = (30, 90, 365)
+RECENT_VISITS = 14  # logins_14d
+EARLIER_VISITS = 42  # logins_prev_42d: the 42 days before those 14
+
+_events = Event.__table__
+_members = Member.__table__
+_features = MemberFeatures.__table__
+
+
+def recompute(session: Session, as_of: dt.datetime, members: Select | None = None) -> None:
+    """Write the features of every member not erased (or of those whose ids ``members``
+    selects) as of ``as_of``."""
+    if as_of.utcoffset() is None:
+        raise ValueError("as_of must be an aware time")
+    dialect = session.get_bind().dialect.name
+    statement = _upsert(dialect, _select(dialect, members))
+    session.execute(statement, {"as_of": as_of, **_window_starts(as_of)})
+
+
+def _window_starts(as_of: dt.datetime) -> dict[str, dt.datetime]:
+    starts = {f"since_{days}": as_of - dt.timedelta(days=days) for days in SPEND_WINDOWS}
+    starts["since_visits"] = as_of - dt.timedelta(days=RECENT_VISITS)
+    starts["since_earlier_visits"] = as_of - dt.timedelta(days=RECENT_VISITS + EARLIER_VISITS)
+    return starts
+
+
+def _param(name: str) -> Any:
+    return bindparam(name, type_=UTCDateTime())
+
+
+def _select(dialect: str, members: Select | None) -> Select:
+    e = _events.c
+    as_of = _param("as_of")
+    order, refund = e.type == ORDER, e.type == REFUND
+    amount = func.coalesce(e.amount, 0)
+
+    def within(days: int) -> ColumnElement[bool]:
+        return e.occurred_at > _param(f"since_{days}")
+
+    def count(condition: ColumnElement[bool]) -> Any:
+        return func.sum(case((condition, 1), else_=0))
+
+    def net_spend(window: ColumnElement[bool] | None) -> Any:
+        bought = order if window is None else and_(order, window)
+        returned = refund if window is None else and_(refund, window)
+        return func.sum(case((bought, amount), (returned, -amount), else_=0))
+
+    visit = e.type.in_(VISITS)
+    recent = e.occurred_at > _param("since_visits")
+    earlier = and_(e.occurred_at > _param("since_earlier_visits"), ~recent)
+    columns = [
+        func.max(case((order, e.occurred_at))).label("last_order_at"),
+        *(count(and_(order, within(d))).label(f"orders_{d}d") for d in SPEND_WINDOWS),
+        *(net_spend(within(d)).label(f"spend_{d}d") for d in SPEND_WINDOWS),
+        count(order).label("lifetime_orders"),
+        net_spend(None).label("lifetime_spend"),
+        count(and_(visit, recent)).label("logins_14d"),
+        count(and_(visit, earlier)).label("logins_prev_42d"),
+    ]
+    aggregates = select(e.member_id, *columns).where(e.occurred_at <= as_of)
+    if members is not None:
+        aggregates = aggregates.where(e.member_id.in_(members))
+    agg = aggregates.group_by(e.member_id).subquery("agg")
+
+    m = _members.c
+    zero = literal(0)
+    lifetime_orders = func.coalesce(agg.c.lifetime_orders, zero)
+    lifetime_spend = func.coalesce(agg.c.lifetime_spend, zero)
+    query = (
+        select(
+            m.id.label("member_id"),
+            as_of.label("computed_at"),
+            agg.c.last_order_at,
+            _days(dialect, agg.c.last_order_at, as_of).label("days_since_last_order"),
+            func.coalesce(_days(dialect, m.joined_at, as_of), zero).label("days_since_joined"),
+            *(
+                func.coalesce(agg.c[f"orders_{d}d"], zero).label(f"orders_{d}d")
+                for d in SPEND_WINDOWS
+            ),
+            *(
+                func.coalesce(agg.c[f"spend_{d}d"], zero).label(f"spend_{d}d")
+                for d in SPEND_WINDOWS
+            ),
+            lifetime_orders.label("lifetime_orders"),
+            lifetime_spend.label("lifetime_spend"),
+            case((lifetime_orders > 0, lifetime_spend / lifetime_orders), else_=None).label(
+                "average_order_value"
+            ),
+            func.coalesce(agg.c.logins_14d, zero).label("logins_14d"),
+            func.coalesce(agg.c.logins_prev_42d, zero).label("logins_prev_42d"),
+        )
+        .select_from(_members.outerjoin(agg, agg.c.member_id == m.id))
+        # SQLite needs a WHERE before an upsert's ON CONFLICT; erased members have none.
+        .where(m.erased_at.is_(None))
+    )
+    if members is not None:
+        query = query.where(m.id.in_(members))
+    return query
+
+
+def _days(dialect: str, start: Any, end: Any) -> Any:
+    """Whole days from ``start`` to ``end`` (NULL when start is NULL)."""
+    if dialect == "postgresql":
+        return cast(func.floor(func.extract("epoch", end - start) / 86400), Integer)
+    # julianday() is a float: 30 days can come out as 29.99999999; a millisecond more
+    # is below the stored precision of any interval that matters here.
+    return cast(func.julianday(end) - func.julianday(start) + 1 / 86_400_000, Integer)
+
+
+def _upsert(dialect: str, query: Select) -> Any:
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_features)
+    names = [c.name for c in query.selected_columns]
+    statement = insert.from_select(names, query)
+    return statement.on_conflict_do_update(
+        index_elements=["member_id"],
+        set_={name: statement.excluded[name] for name in names if name != "member_id"},
+    )
