@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import api_auth, events_insert, ingest
+from bench import api_auth, events_insert, ingest, lifecycle
 
-BENCHMARKS = [events_insert, api_auth, ingest]
+BENCHMARKS = [events_insert, api_auth, ingest, lifecycle]
 
 
 def main() -> int:

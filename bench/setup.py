@@ -1,4 +1,5 @@
-"""A throw-away instance for a benchmark: migrated SQLite database, embedded Redis."""
+"""A throw-away instance for a benchmark: a migrated database (SQLite, or a PostgreSQL
+server of its own with durable defaults), embedded Redis."""
 
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ from config import Settings
 
 
 @contextlib.contextmanager
-def instance() -> Iterator[Flask]:
+def instance(kind: str = "sqlite") -> Iterator[Flask]:
+    from tests.services import PostgresServer
+
     folder = Path(tempfile.mkdtemp(prefix="tenure-bench-", dir="/tmp"))
+    pg = PostgresServer(durable=True).start() if kind == "postgresql" else None
     try:
         settings = Settings(
-            database_url=f"sqlite:///{folder / 'bench.db'}",
+            database_url=pg.url if pg else f"sqlite:///{folder / 'bench.db'}",
             redis_url=redis_server.ensure_running(folder),
             secret_key="bench-secret-key-000000",
             instance_path=folder,
@@ -35,4 +39,6 @@ def instance() -> Iterator[Flask]:
         db.state(app).engine.dispose()
     finally:
         redis_server.stop(folder)
+        if pg:
+            pg.stop()
         shutil.rmtree(folder, ignore_errors=True)
