@@ -111,8 +111,9 @@ def set_mapping(
     ):
         raise InvalidField(
             "event_type",
-            "a Tenure event type: order, refund, login, app_open, checkin, review, share, "
-            "referral, coupon_redeemed, or your own in lower-case letters, digits and _ . : -",
+            "use a Tenure event type (order, refund, login, app_open, checkin, review, "
+            "share, referral, coupon_redeemed) or your own in lower-case letters, digits "
+            "and _ . : - (e.g. wishlist_add)",
         )
     own = _own_row(session, name)
     default = _DEFAULT_FOLDED.get(name.casefold())
