@@ -69,24 +69,25 @@ def _select(dialect: str, members: Select | None) -> Select:
     e = _events.c
     as_of = _param("as_of")
     order, refund = e.type == ORDER, e.type == REFUND
-    amount = func.coalesce(e.amount, 0)
 
     def within(days: int) -> ColumnElement[bool]:
         return e.occurred_at > _param(f"since_{days}")
 
     def count(condition: ColumnElement[bool]) -> Any:
-        return func.sum(case((condition, 1), else_=0))
+        return func.count().filter(condition)
 
     def net_spend(window: ColumnElement[bool] | None) -> Any:
         bought = order if window is None else and_(order, window)
         returned = refund if window is None else and_(refund, window)
-        return func.sum(case((bought, amount), (returned, -amount), else_=0))
+        return func.coalesce(func.sum(e.amount).filter(bought), 0) - func.coalesce(
+            func.sum(e.amount).filter(returned), 0
+        )
 
     visit = e.type.in_(VISITS)
     recent = e.occurred_at > _param("since_visits")
     earlier = and_(e.occurred_at > _param("since_earlier_visits"), ~recent)
     columns = [
-        func.max(case((order, e.occurred_at))).label("last_order_at"),
+        func.max(e.occurred_at).filter(order).label("last_order_at"),
         *(count(and_(order, within(d))).label(f"orders_{d}d") for d in SPEND_WINDOWS),
         *(net_spend(within(d)).label(f"spend_{d}d") for d in SPEND_WINDOWS),
         count(order).label("lifetime_orders"),
@@ -94,7 +95,10 @@ def _select(dialect: str, members: Select | None) -> Select:
         count(and_(visit, recent)).label("logins_14d"),
         count(and_(visit, earlier)).label("logins_prev_42d"),
     ]
-    aggregates = select(e.member_id, *columns).where(e.occurred_at <= as_of)
+    # Only the types the features read: the others (reviews, check-ins...) are skipped.
+    aggregates = select(e.member_id, *columns).where(
+        e.occurred_at <= as_of, e.type.in_((ORDER, REFUND, *VISITS))
+    )
     if members is not None:
         aggregates = aggregates.where(e.member_id.in_(members))
     agg = aggregates.group_by(e.member_id).subquery("agg")
