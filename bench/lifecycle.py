@@ -102,7 +102,7 @@ def _measure(kind: str) -> None:
     db.session.commit()
     full = time.perf_counter() - started
 
-    some = select(Member.id).where(Member.id <= 1000)
+    some = db.session.scalars(select(Member.id).order_by(Member.id).limit(1000)).all()
     started = time.perf_counter()
     features.recompute(db.session, AS_OF + dt.timedelta(minutes=1), some)
     db.session.commit()

@@ -11,6 +11,7 @@ was still an order, and a visit).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import (
@@ -44,14 +45,25 @@ _members = Member.__table__
 _features = MemberFeatures.__table__
 
 
-def recompute(session: Session, as_of: dt.datetime, members: Select | None = None) -> None:
-    """Write the features of every member not erased (or of those whose ids ``members``
-    selects) as of ``as_of``."""
+# Ids of members recomputed in one statement: a list the planner can look up in the
+# events' (member_id, occurred_at) index, within SQLite's limit of bound variables.
+IDS_PER_STATEMENT = 10_000
+
+
+def recompute(session: Session, as_of: dt.datetime, members: Collection[int] | None = None) -> None:
+    """Write the features of every member not erased (or of the members with these
+    ids) as of ``as_of``."""
     if as_of.utcoffset() is None:
         raise ValueError("as_of must be an aware time")
     dialect = session.get_bind().dialect.name
-    statement = _upsert(dialect, _select(dialect, members))
-    session.execute(statement, {"as_of": as_of, **_window_starts(as_of)})
+    params = {"as_of": as_of, **_window_starts(as_of)}
+    if members is None:
+        session.execute(_upsert(dialect, _select(dialect, None)), params)
+        return
+    ids = sorted(set(members))
+    for start in range(0, len(ids), IDS_PER_STATEMENT):
+        chunk = ids[start : start + IDS_PER_STATEMENT]
+        session.execute(_upsert(dialect, _select(dialect, chunk)), params)
 
 
 def _window_starts(as_of: dt.datetime) -> dict[str, dt.datetime]:
@@ -65,7 +77,7 @@ def _param(name: str) -> Any:
     return bindparam(name, type_=UTCDateTime())
 
 
-def _select(dialect: str, members: Select | None) -> Select:
+def _select(dialect: str, members: list[int] | None) -> Select:
     e = _events.c
     as_of = _param("as_of")
     order, refund = e.type == ORDER, e.type == REFUND
