@@ -21,13 +21,18 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    column,
     func,
     literal,
     select,
+    table,
+    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
 from members.db import UTCDateTime
 from members.event import Event
@@ -57,6 +62,9 @@ def recompute(session: Session, as_of: dt.datetime, members: Collection[int] | N
         raise ValueError("as_of must be an aware time")
     dialect = session.get_bind().dialect.name
     params = {"as_of": as_of, **_window_starts(as_of)}
+    if members is None and dialect == "postgresql":
+        _recompute_all_postgresql(session, params)
+        return
     if members is None:
         session.execute(_upsert(dialect, _select(dialect, None)), params)
         return
@@ -149,6 +157,31 @@ def _select(dialect: str, members: list[int] | None) -> Select:
     if members is not None:
         query = query.where(m.id.in_(members))
     return query
+
+
+def _recompute_all_postgresql(session: Session, params: dict[str, Any]) -> None:
+    """PostgreSQL plans no parallel workers for the SELECT of an INSERT, but does for
+    CREATE TABLE AS: aggregate on every core into a temporary table, then upsert."""
+    query = _select("postgresql", None)
+    session.execute(_CreateTemporaryTableAs("features_run", query), params)
+    run = table("features_run", *(column(c.name) for c in query.selected_columns))
+    session.execute(_upsert("postgresql", select(run).where(true())))
+
+
+class _CreateTemporaryTableAs(Executable, ClauseElement):
+    """CREATE TEMPORARY TABLE name ON COMMIT DROP AS <query>, parameters bound as the
+    query's own (SQLAlchemy's recipe for a construct it lacks)."""
+
+    inherit_cache = False
+
+    def __init__(self, name: str, query: Select) -> None:
+        self.name, self.query = name, query
+
+
+@compiles(_CreateTemporaryTableAs)
+def _create_temporary_table_as(element: _CreateTemporaryTableAs, compiler: Any, **kw: Any) -> str:
+    query = compiler.process(element.query, **kw)
+    return f"CREATE TEMPORARY TABLE {element.name} ON COMMIT DROP AS {query}"
 
 
 def _days(dialect: str, start: Any, end: Any) -> Any:
