@@ -16,11 +16,11 @@ from redis import RedisError
 from rq import Worker
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import clock, redis_server
+from app import clock, redis_server, uploads
 from app.auth.service import AuthError, create_api_key, create_user
 from app.extensions import db
 from app.redis_client import get_redis
-from members import csv_import, ingest
+from members import csv_import
 from members.errors import InvalidField
 from members.lifecycle import Stage
 from workers import queues, runtime
@@ -183,7 +183,6 @@ def _commit(rows: int) -> None:
 
 
 def _run_import(path: str, dry_run: bool, kind: str) -> None:
-    settings = current_app.config["TENURE_SETTINGS"]
     try:
         with open(path, "rb") as f:
             text = csv_import.decode(f.read())
@@ -194,26 +193,9 @@ def _run_import(path: str, dry_run: bool, kind: str) -> None:
     lines = max(text.count("\n"), 1)
     try:
         with click.progressbar(length=lines, label=f"Checking {kind}", file=sys.stderr) as bar:
-            if kind == "members":
-                report = csv_import.import_members(
-                    db.session,
-                    text,
-                    now=clock.now(),
-                    write=not dry_run,
-                    progress=bar.update,
-                    written=_commit,
-                )
-            else:
-                report = csv_import.import_events(
-                    db.session,
-                    text,
-                    now=clock.now(),
-                    write=not dry_run,
-                    default_currency=settings.currency,
-                    unknown_members=ingest.UnknownMembers(settings.unknown_members),
-                    progress=bar.update,
-                    written=_commit,
-                )
+            report = uploads.run_import(
+                kind, text, write=not dry_run, progress=bar.update, written=_commit
+            )
     except csv_import.CsvError as exc:
         db.session.rollback()
         _fail(f"FILE: {exc}")
@@ -226,9 +208,7 @@ def _run_import(path: str, dry_run: bool, kind: str) -> None:
         db.session.rollback()
         click.echo(f"{report.rows} rows checked, all good (dry run: nothing written)")
         return
-    if kind == "events":
-        now = clock.now()
-        csv_import.tally_import(db.session, report, day=clock.local_date(now), now=now)
+    uploads.count_import(kind, report)
     db.session.commit()
     stored = ", ".join(f"{n} {status}" for status, n in sorted(report.stored.items()))
     click.echo(f"{report.rows} rows imported: {stored}")

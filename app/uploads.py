@@ -194,9 +194,7 @@ def write(token: str, actor: str) -> None:
         db.session.rollback()
         uploads.finish(token, state=FAILED, report=_report(report))
         return
-    now = clock.now()
-    if state["kind"] == "events":
-        csv_import.tally_import(db.session, report, day=clock.local_date(now), now=now)
+    count_import(state["kind"], report)
     audit.record(
         db.session,
         actor=actor,
@@ -204,7 +202,7 @@ def write(token: str, actor: str) -> None:
         target_type="csv_file",
         target_id=state["filename"][:128],
         details={"rows": report.rows, **report.stored},
-        now=now,
+        now=clock.now(),
     )
     db.session.commit()
     uploads.finish(token, state=IMPORTED, stored=report.stored, done=report.rows)
@@ -236,11 +234,24 @@ def _run(
         if done % PROGRESS_EVERY == 0:
             uploads.update(token, done=done)
 
-    settings = current_app.config["TENURE_SETTINGS"]
-    if state["kind"] == "members":
+    return run_import(state["kind"], text, write=write, progress=progress, written=written)
+
+
+def run_import(
+    kind: str,
+    text: str,
+    *,
+    write: bool,
+    progress: Callable[[int], None] = lambda n: None,
+    written: Callable[[int], None] = lambda n: None,
+) -> csv_import.Report:
+    """Check a CSV text of members or events, and store it when ``write``, with this
+    app's settings: what the import page's jobs and `flask --app wsgi import` run."""
+    if kind == "members":
         return csv_import.import_members(
             db.session, text, now=clock.now(), write=write, progress=progress, written=written
         )
+    settings = current_app.config["TENURE_SETTINGS"]
     return csv_import.import_events(
         db.session,
         text,
@@ -251,6 +262,13 @@ def _run(
         progress=progress,
         written=written,
     )
+
+
+def count_import(kind: str, report: csv_import.Report) -> None:
+    """Count an events import on the Data in page (members are not counted there)."""
+    if kind == "events":
+        now = clock.now()
+        csv_import.tally_import(db.session, report, day=clock.local_date(now), now=now)
 
 
 def _report(report: csv_import.Report) -> dict[str, Any]:
