@@ -21,7 +21,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import JSON, Column, Table
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from members.db import UTCDateTime
@@ -91,9 +91,7 @@ def _sqlite_insert_ignore(
     SQLAlchemy would store them (its per-parameter processing was most of a batch)."""
     dialect = session.get_bind().dialect
     names = list(rows[0])
-    defaulted = [
-        c for c in table.c if c.name not in names and c.default is not None and not c.primary_key
-    ]
+    defaulted = _defaulted(table, names)
     columns = [table.c[n] for n in names] + defaulted
     values = [_sqlite_column(table.c[n], [r[n] for r in rows], dialect) for n in names]
     values += [[_sqlite_column(c, [_default_value(c)], dialect)[0]] * len(rows) for c in defaulted]
@@ -159,9 +157,7 @@ def _unnest_insert(
     """The statement for rows carrying ``names``, and the other columns, which take
     their defaults."""
     given = [table.c[n] for n in names]
-    defaulted = [
-        c for c in table.c if c.name not in names and c.default is not None and not c.primary_key
-    ]
+    defaulted = _defaulted(table, names)
     selected = [_cast(c, f"u.c{i}") for i, c in enumerate(given)]
     selected += [_cast(c, f"%(d{i})b", scalar=True) for i, c in enumerate(defaulted)]
     arrays = ", ".join(f"CAST(%(c{i})b AS {_array_type(c)})" for i, c in enumerate(given))
@@ -176,6 +172,18 @@ def _unnest_insert(
     if returning:
         sql += f" RETURNING {_quote(table.c[returning].name)}"
     return sql, defaulted
+
+
+def dialect_insert(dialect_name: str):
+    """The INSERT construct with ON CONFLICT of PostgreSQL's or SQLite's dialect."""
+    return postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+
+
+def _defaulted(table: Table, names: Collection[str]) -> list[Column]:
+    """The columns a row without ``names`` fills from the model's defaults."""
+    return [
+        c for c in table.c if c.name not in names and c.default is not None and not c.primary_key
+    ]
 
 
 def _quote(name: str) -> str:

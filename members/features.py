@@ -28,12 +28,12 @@ from sqlalchemy import (
     table,
     true,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
+from members import bulk
 from members.db import UTCDateTime
 from members.event import Event
 from members.lifecycle import MemberFeatures
@@ -195,7 +195,7 @@ def _days(dialect: str, start: Any, end: Any) -> Any:
 
 
 def _upsert(dialect: str, query: Select) -> Any:
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_features)
+    insert = bulk.dialect_insert(dialect)(_features)
     names = [c.name for c in query.selected_columns]
     statement = insert.from_select(names, query)
     return statement.on_conflict_do_update(

@@ -19,7 +19,6 @@ from typing import Any
 
 from babel.numbers import list_currencies
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from members import bulk
@@ -196,7 +195,7 @@ def tally(
         # Sorted, so that two batches lock the same rows in the same order (PostgreSQL).
         for (status, field, reason), (count, example) in sorted(counts.items())
     ]
-    insert = _dialect_insert(session)(IngestCount.__table__)
+    insert = bulk.dialect_insert(session.get_bind().dialect.name)(IngestCount.__table__)
     session.execute(
         insert.on_conflict_do_update(
             index_elements=["day", "source", "status", "field", "reason", "shard"],
@@ -263,10 +262,6 @@ def _lookup(session: Session, external_ids: set[str]) -> dict[str, int | None]:
 def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert the events whose event_id is new; return those event ids."""
     return set(bulk.insert_ignore(session, Event.__table__, rows, "event_id", returning="event_id"))
-
-
-def _dialect_insert(session: Session):
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 @functools.cache
