@@ -67,6 +67,11 @@ def marketer(client, session):
 
 
 def _upload(client, data: bytes, kind="members", name="members.csv", token=None):
+    """Upload a file, run the job its check started, and show the page it leads to."""
+    return _work(client, _post_file(client, data, kind, name, token))
+
+
+def _post_file(client, data: bytes, kind="members", name="members.csv", token=None):
     # Encoded here, in memory: the test client spools a large body to a temporary file
     # that it never closes (a ResourceWarning, an error under this suite's settings).
     boundary, body = encode_multipart(
@@ -76,10 +81,9 @@ def _upload(client, data: bytes, kind="members", name="members.csv", token=None)
             "file": FileStorage(io.BytesIO(data), name),
         }
     )
-    response = client.post(
+    return client.post(
         "/import", data=body, content_type=f"multipart/form-data; boundary={boundary}"
     )
-    return _work(client, response)
 
 
 def _confirm(client, token: str):
@@ -383,16 +387,7 @@ def test_an_analyst_may_export(client, session, members):
 
 
 def test_the_page_shows_progress_until_a_worker_has_checked_the_file(marketer, session):
-    boundary, body = encode_multipart(
-        {
-            "csrf_token": factories.csrf_token(marketer, "/import"),
-            "kind": "members",
-            "file": FileStorage(io.BytesIO(MEMBERS.encode()), "members.csv"),
-        }
-    )
-    started = marketer.post(
-        "/import", data=body, content_type=f"multipart/form-data; boundary={boundary}"
-    )
+    started = _post_file(marketer, MEMBERS.encode())
     assert started.status_code == 303
     waiting = marketer.get(started.headers["Location"]).get_data(as_text=True)
     assert "Checking the rows: nothing is written yet." in waiting
@@ -403,16 +398,7 @@ def test_the_page_shows_progress_until_a_worker_has_checked_the_file(marketer, s
 
 
 def test_a_job_that_dies_shows_as_failed_not_as_checking_forever(app, marketer, session):
-    boundary, body = encode_multipart(
-        {
-            "csrf_token": factories.csrf_token(marketer, "/import"),
-            "kind": "members",
-            "file": FileStorage(io.BytesIO(MEMBERS.encode()), "members.csv"),
-        }
-    )
-    started = marketer.post(
-        "/import", data=body, content_type=f"multipart/form-data; boundary={boundary}"
-    )
+    started = _post_file(marketer, MEMBERS.encode())
     token = started.headers["Location"].rsplit("/", 1)[1]
     (Path(app.instance_path) / "uploads" / f"{token}.csv").unlink()  # the job will fail
     page = _work(marketer, started).get_data(as_text=True)
