@@ -13,3 +13,11 @@ class NotFound(LookupError):
         super().__init__(f"no {what} {key!r}")
         self.what = what
         self.key = key
+
+
+class InvalidFields(ValueError):
+    """Several fields of one document are wrong: field -> what is wrong with it."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors.items()))
+        self.errors = errors

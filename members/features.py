@@ -26,6 +26,7 @@ from sqlalchemy import (
     literal,
     select,
     table,
+    text,
     true,
 )
 from sqlalchemy.ext.compiler import compiles
@@ -167,6 +168,7 @@ def _recompute_all_postgresql(session: Session, params: dict[str, Any]) -> None:
     session.execute(_CreateTemporaryTableAs("features_run", query), params)
     run = table("features_run", *(column(c.name) for c in query.selected_columns))
     session.execute(_upsert("postgresql", select(run).where(true())))
+    session.execute(text("DROP TABLE features_run"))  # two runs may share a transaction
 
 
 class _CreateTemporaryTableAs(Executable, ClauseElement):

@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, Index
+from sqlalchemy import BigInteger, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from members.db import Base, BigId, utcnow
@@ -46,6 +46,30 @@ class MemberFeatures(Base):
     logins_prev_42d: Mapped[int] = mapped_column(default=0)
 
 
+class RunKind(enum.StrEnum):
+    FULL = "full"
+    INCREMENTAL = "incremental"
+
+
+class LifecycleRun(Base):
+    """One pass of the lifecycle engine: what it covered and what it changed."""
+
+    __tablename__ = "lifecycle_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[RunKind]
+    as_of: Mapped[dt.datetime]
+    started_at: Mapped[dt.datetime]
+    seconds: Mapped[float] = mapped_column(default=0.0)
+    # Events up to this id had been seen by the run; the next incremental pass looks at
+    # members with events after it.
+    event_watermark: Mapped[int] = mapped_column(BigInteger, default=0)
+    members: Mapped[int] = mapped_column(default=0)
+    changed: Mapped[int] = mapped_column(default=0)
+    vip_threshold: Mapped[Decimal | None]
+    rules_version: Mapped[int] = mapped_column(default=0)
+
+
 class StageTransition(Base):
     __tablename__ = "stage_transitions"
 
@@ -54,5 +78,33 @@ class StageTransition(Base):
     from_stage: Mapped[Stage | None]
     to_stage: Mapped[Stage]
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("lifecycle_runs.id", ondelete="SET NULL"))
 
-    __table_args__ = (Index(None, "member_id", "at"), Index(None, "to_stage", "at"))
+    __table_args__ = (
+        Index(None, "member_id", "at"),
+        Index(None, "to_stage", "at"),
+        Index(None, "run_id", "member_id"),
+        Index(None, "at"),
+    )
+
+
+class Trigger(Base):
+    """Something that happened to a member and that journeys may react to: a stage
+    entered or left, a tier changed, points about to expire. Producers append rows;
+    the journeys engine reads them (and marks them processed) on its own schedule, so
+    that neither calls the other."""
+
+    __tablename__ = "triggers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # stage.entered, stage.exited, ...
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    at: Mapped[dt.datetime]
+    # What was entered, left or reached: a stage, a tier key, a points lot id.
+    value: Mapped[str | None] = mapped_column(String(64))
+    # The row it comes from, e.g. ("stage_transition", 1234).
+    source_type: Mapped[str | None] = mapped_column(String(32))
+    source_id: Mapped[int | None] = mapped_column(BigInteger)
+    processed_at: Mapped[dt.datetime | None]
+
+    __table_args__ = (Index(None, "processed_at", "id"), Index(None, "member_id", "at"))

@@ -2,9 +2,10 @@
 
 from members.audit import AuditEntry
 from members.event import Event, IngestCount, TrackMapping
-from members.lifecycle import MemberFeatures, Stage, StageTransition
+from members.lifecycle import LifecycleRun, MemberFeatures, Stage, StageTransition, Trigger
 from members.loyalty import BenefitGrant, BenefitKind, PointsLot, Tier
 from members.member import Channel, ConsentRecord, Member
+from members.programme import ProgrammeSetting
 
 __all__ = [
     "AuditEntry",
@@ -14,11 +15,14 @@ __all__ = [
     "ConsentRecord",
     "Event",
     "IngestCount",
+    "LifecycleRun",
     "Member",
     "MemberFeatures",
     "PointsLot",
+    "ProgrammeSetting",
     "Stage",
     "StageTransition",
     "Tier",
     "TrackMapping",
+    "Trigger",
 ]

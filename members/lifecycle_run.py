@@ -1,0 +1,244 @@
+"""A run of the lifecycle engine: recompute RFM features, then stages, then record each
+change of stage as a transition and as ``stage.exited`` / ``stage.entered`` triggers,
+all set-based and in the caller's one transaction.
+
+A **full** run covers every current member (nightly). An **incremental** run (every
+minute) covers the members who could have changed since the last run:
+
+- members with events stored since the last run (by event id: the primary key, so no
+  index is added to the events table). The last run's watermark stops a minute short
+  of its time, so an ingest transaction still open when it ran is seen by the next;
+- members whose last order or joining date crossed a threshold of the stage rules
+  between the two runs (30 days without an order makes a member dormant even though
+  nothing arrived);
+- members with no stage yet.
+
+What only the full run sees: the rolling windows moving on (visit rates, 365-day
+spend) and the VIP percentile moving with all members' spend.
+
+Two runs never overlap: on PostgreSQL a second run finds the transaction-level
+advisory lock taken and gives up (LifecycleBusy); on SQLite the writes of the first
+run hold the database's write lock, and the second waits for it to commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections import Counter
+from collections.abc import Callable, Collection
+
+from sqlalchemy import func, insert, literal, or_, select, text, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from members import features, stages
+from members.event import Event
+from members.lifecycle import (
+    LifecycleRun,
+    MemberFeatures,
+    RunKind,
+    Stage,
+    StageTransition,
+    Trigger,
+)
+from members.member import Member
+
+# Events received less than this long before a run may belong to a transaction that
+# had not committed yet: the next run looks at them again.
+SETTLE = dt.timedelta(minutes=1)
+# pg_try_advisory_xact_lock's key for lifecycle runs (any constant bigint).
+LOCK_KEY = 0x7465_6E75_7265_4C43  # "tenureLC"
+
+STAGE_ENTERED, STAGE_EXITED = "stage.entered", "stage.exited"
+
+_events = Event.__table__
+_members = Member.__table__
+_features = MemberFeatures.__table__
+_transitions = StageTransition.__table__
+_triggers = Trigger.__table__
+
+Progress = Callable[[str], None]
+
+
+class LifecycleBusy(RuntimeError):
+    """Another lifecycle run holds the lock."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_id: int
+    kind: RunKind
+    as_of: dt.datetime
+    members: int
+    changed: int
+    entered: Counter[Stage]
+    seconds: float
+
+
+def run(
+    session: Session,
+    *,
+    now: dt.datetime,
+    as_of: dt.datetime | None = None,
+    full: bool = False,
+    progress: Progress | None = None,
+) -> RunResult:
+    """One lifecycle run as of ``as_of`` (default ``now``), in the session's transaction
+    (the caller commits). An incremental run with no run before it runs in full."""
+    started = time.perf_counter()
+    as_of = as_of or now
+    if as_of.utcoffset() is None or now.utcoffset() is None:
+        raise ValueError("now and as_of must be aware times")
+    step = progress or (lambda _label: None)
+    _lock(session)
+    rules, version = stages.load(session)
+    previous = session.scalars(select(LifecycleRun).order_by(LifecycleRun.id.desc())).first()
+    kind = RunKind.FULL if full or previous is None else RunKind.INCREMENTAL
+    record = LifecycleRun(
+        kind=kind,
+        as_of=as_of,
+        started_at=now,
+        event_watermark=_watermark(session, now, previous),
+        rules_version=version,
+    )
+    session.add(record)
+    session.flush()
+
+    step("members")
+    scope = None if kind is RunKind.FULL else _members_to_check(session, previous, as_of, rules)
+    step("features")
+    features.recompute(session, as_of, scope)
+    step("stages")
+    record.vip_threshold = stages.vip_threshold(session, rules)
+    stage = stages.expression(rules, record.vip_threshold)
+    for chunk in _chunks(scope):
+        _record_transitions(session, record, stage, chunk)
+    step("triggers")
+    entered = _apply(session, record)
+    record.members = _count_members(session) if scope is None else len(scope)
+    record.changed = sum(entered.values())
+    record.seconds = round(time.perf_counter() - started, 3)
+    session.flush()
+    return RunResult(
+        run_id=record.id,
+        kind=kind,
+        as_of=as_of,
+        members=record.members,
+        changed=record.changed,
+        entered=entered,
+        seconds=record.seconds,
+    )
+
+
+def _lock(session: Session) -> None:
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return  # SQLite: the run's first write takes the database's write lock
+    taken = connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+    if not taken.scalar():
+        raise LifecycleBusy("another lifecycle run is in progress")
+
+
+def is_busy(error: BaseException) -> bool:
+    """Whether an error means the database was locked by another run (SQLite)."""
+    return isinstance(error, OperationalError) and "locked" in str(error.orig)
+
+
+def _watermark(session: Session, now: dt.datetime, previous: LifecycleRun | None) -> int:
+    """The id of the newest event stored a while before ``now`` (SETTLE): by then any
+    event with a smaller id has committed."""
+    e = _events.c
+    settled = session.scalar(
+        select(e.id).where(e.received_at <= now - SETTLE).order_by(e.id.desc()).limit(1)
+    )
+    before = 0 if previous is None else previous.event_watermark
+    return max(settled or 0, before)
+
+
+def _members_to_check(
+    session: Session, previous: LifecycleRun, as_of: dt.datetime, rules: stages.StageRules
+) -> list[int]:
+    e, m, f = _events.c, _members.c, _features.c
+    with_events = select(e.member_id).where(e.id > previous.event_watermark)
+    unstaged = select(m.id).where(m.stage.is_(None), m.erased_at.is_(None))
+    queries = [with_events, unstaged]
+    if previous.as_of < as_of:
+        # A threshold of d days was crossed by the members whose date lies in
+        # (previous as_of - d, as_of - d].
+        def crossed(column, days: int):
+            delta = dt.timedelta(days=days)
+            return column.between(previous.as_of - delta, as_of - delta)
+
+        order_days = {rules.at_risk_days, rules.active_days, rules.dormant_days, rules.lapsed_days}
+        queries.append(
+            select(f.member_id).where(or_(*(crossed(f.last_order_at, d) for d in order_days)))
+        )
+        join_days = {rules.new_days, rules.lapsed_days}
+        queries.append(
+            select(m.id).where(
+                m.erased_at.is_(None), or_(*(crossed(m.joined_at, d) for d in join_days))
+            )
+        )
+    ids: set[int] = set()
+    for query in queries:
+        ids.update(session.scalars(query))
+    return sorted(ids)
+
+
+def _chunks(scope: list[int] | None) -> list[list[int] | None]:
+    if scope is None:
+        return [None]
+    size = features.IDS_PER_STATEMENT
+    return [scope[i : i + size] for i in range(0, len(scope), size)]
+
+
+def _record_transitions(
+    session: Session, record: LifecycleRun, stage, members: Collection[int] | None
+) -> None:
+    """A transition row for every member in scope whose stage differs from ``stage``."""
+    m, f = _members.c, _features.c
+    changed = (
+        select(
+            m.id,
+            m.stage,
+            stage,
+            literal(record.as_of, _transitions.c.at.type),
+            literal(record.id, _transitions.c.run_id.type),
+        )
+        .select_from(_members.join(_features, f.member_id == m.id))
+        .where(m.erased_at.is_(None), or_(m.stage.is_(None), m.stage != stage))
+    )
+    if members is not None:
+        changed = changed.where(m.id.in_(members))
+    columns = ["member_id", "from_stage", "to_stage", "at", "run_id"]
+    session.execute(insert(_transitions).from_select(columns, changed))
+
+
+def _apply(session: Session, record: LifecycleRun) -> Counter[Stage]:
+    """Emit the run's transitions as triggers (every member's exit before their
+    entry) and move the members to their new stage."""
+    t = _transitions.c
+    ours = t.run_id == record.id
+    source = [literal("stage_transition"), t.id]
+    columns = ["kind", "member_id", "at", "value", "source_type", "source_id"]
+    exited = select(literal(STAGE_EXITED), t.member_id, t.at, t.from_stage, *source).where(
+        ours, t.from_stage.is_not(None)
+    )
+    entered = select(literal(STAGE_ENTERED), t.member_id, t.at, t.to_stage, *source).where(ours)
+    for query in (exited, entered):
+        session.execute(insert(_triggers).from_select(columns, query.order_by(t.id)))
+    session.execute(
+        update(_members)
+        .where(_members.c.id == t.member_id, ours)
+        # updated_at is the profile's: a new stage is not a profile change.
+        .values(stage=t.to_stage, stage_since=t.at, updated_at=_members.c.updated_at)
+    )
+    counts = session.execute(select(t.to_stage, func.count()).where(ours).group_by(t.to_stage))
+    return Counter({Stage(stage): count for stage, count in counts})
+
+
+def _count_members(session: Session) -> int:
+    m = _members.c
+    return session.scalar(select(func.count()).where(m.erased_at.is_(None))) or 0

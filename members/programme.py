@@ -1,0 +1,55 @@
+"""The programme's settings that marketers edit (stage rules, the tier ladder, points
+rules): one JSON document per key, with a version that every save increments, and an
+audit entry holding what it was and what it became."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from members import audit
+from members.db import Base
+
+
+class ProgrammeSetting(Base):
+    __tablename__ = "programme_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]]
+    version: Mapped[int]
+    updated_at: Mapped[dt.datetime]
+    updated_by: Mapped[str] = mapped_column(String(320))
+
+
+def load(session: Session, key: str) -> ProgrammeSetting | None:
+    return session.get(ProgrammeSetting, key)
+
+
+def save(
+    session: Session, key: str, value: dict[str, Any], *, actor: str, now: dt.datetime
+) -> ProgrammeSetting | None:
+    """Store ``value`` under ``key`` as a new version, unless it is what is stored
+    already (then nothing is written and None is returned)."""
+    row = session.get(ProgrammeSetting, key, with_for_update=True)
+    before = None if row is None else row.value
+    if before == value:
+        return None
+    if row is None:
+        row = ProgrammeSetting(key=key, version=0)
+        session.add(row)
+    row.value, row.version = value, row.version + 1
+    row.updated_at, row.updated_by = now, actor
+    audit.record(
+        session,
+        actor=actor,
+        action=f"{key}.update",
+        target_type="programme_setting",
+        target_id=key,
+        details={"version": row.version, "before": before, "after": value},
+        now=now,
+    )
+    session.flush()
+    return row

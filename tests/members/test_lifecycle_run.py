@@ -1,0 +1,254 @@
+"""Lifecycle runs: features, stages, transitions and triggers written set-based; a
+run that changes nothing writes nothing; incremental runs find the members that moved."""
+
+import datetime as dt
+import itertools
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from members import lifecycle_run
+from members.event import Event
+from members.lifecycle import LifecycleRun, RunKind, Stage, StageTransition, Trigger
+from members.member import Member
+
+T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+DAY = dt.timedelta(days=1)
+_ids = itertools.count()
+
+
+def _member(session, name, joined_days_ago=400):
+    member = Member(external_id=name, joined_at=T0 - joined_days_ago * DAY)
+    session.add(member)
+    session.flush()
+    return member
+
+
+def _event(session, member, type_, days_ago, amount=None, received=T0):
+    session.add(
+        Event(
+            event_id=f"e-{next(_ids)}",
+            member_id=member.id,
+            type=type_,
+            occurred_at=T0 - days_ago * DAY,
+            received_at=received,
+            properties={},
+            amount=None if amount is None else Decimal(amount),
+            currency=None if amount is None else "CNY",
+        )
+    )
+
+
+def _orders(session, member, *days_ago, amount="100"):
+    for days in days_ago:
+        _event(session, member, "order", days, amount)
+
+
+def _visits(session, member, *days_ago):
+    for days in days_ago:
+        _event(session, member, "login", days)
+
+
+def _stages(session):
+    session.expire_all()
+    return dict(session.execute(select(Member.external_id, Member.stage)).all())
+
+
+def _count(session, model):
+    return session.scalar(select(func.count()).select_from(model))
+
+
+@pytest.fixture
+def membership(session):
+    """One member for each stage under the default rules, and 20 bystanders so that
+    the top 10% by spend is two members."""
+    _member(session, "joined-last-week", joined_days_ago=7)
+    _orders(session, _member(session, "bought-5-days-ago"), 5)
+    slipping = _member(session, "slipping")
+    _orders(session, slipping, 22)
+    _visits(session, slipping, 20, 25, 30, 35, 40, 45)  # none in the last 14 days
+    _orders(session, _member(session, "bought-45-days-ago"), 45)
+    _orders(session, _member(session, "bought-120-days-ago"), 120)
+    _member(session, "never-bought", joined_days_ago=60)
+    _orders(session, _member(session, "big-spender"), 3, 50, amount="9000")
+    _orders(session, _member(session, "bigger-spender"), 3, 50, amount="9900")
+    erased = _member(session, "erased")
+    _orders(session, erased, 1)
+    erased.erased_at = T0
+    for i in range(12):
+        _orders(session, _member(session, f"bystander-{i}"), 10)
+    session.flush()
+    return session
+
+
+def test_a_full_run_puts_every_member_in_one_stage(membership):
+    session = membership
+    result = lifecycle_run.run(session, now=T0, full=True)
+    stages = _stages(session)
+    assert stages["joined-last-week"] is Stage.NEW
+    assert stages["bought-5-days-ago"] is Stage.ACTIVE
+    assert stages["slipping"] is Stage.AT_RISK
+    assert stages["bought-45-days-ago"] is Stage.DORMANT
+    assert stages["bought-120-days-ago"] is Stage.LAPSED
+    assert stages["never-bought"] is Stage.DORMANT
+    assert stages["big-spender"] is Stage.VIP
+    assert stages["erased"] is None
+    assert result.kind is RunKind.FULL
+    assert (result.members, result.changed) == (20, 20)
+    assert result.entered == {
+        Stage.NEW: 1,
+        Stage.ACTIVE: 13,
+        Stage.AT_RISK: 1,
+        Stage.DORMANT: 2,
+        Stage.LAPSED: 1,
+        Stage.VIP: 2,
+    }
+    # Each first stage is a transition from nothing, and a stage.entered trigger.
+    transitions = session.scalars(select(StageTransition)).all()
+    assert {t.from_stage for t in transitions} == {None}
+    assert {t.at for t in transitions} == {T0}
+    triggers = session.scalars(select(Trigger)).all()
+    assert {t.kind for t in triggers} == {"stage.entered"}
+    assert sorted(t.member_id for t in triggers) == sorted(t.member_id for t in transitions)
+    member = session.scalars(select(Member).where(Member.external_id == "slipping")).one()
+    assert member.stage_since == T0
+
+
+def test_a_run_that_changes_nothing_writes_nothing(membership):
+    session = membership
+    lifecycle_run.run(session, now=T0, full=True)
+    before = (_count(session, StageTransition), _count(session, Trigger))
+    again = lifecycle_run.run(session, now=T0 + dt.timedelta(minutes=1), full=True)
+    assert again.changed == 0
+    assert (_count(session, StageTransition), _count(session, Trigger)) == before
+    assert _count(session, LifecycleRun) == 2
+
+
+def test_a_purchase_moves_a_dormant_member_and_emits_exit_then_entry(membership):
+    session = membership
+    lifecycle_run.run(session, now=T0, full=True)
+    dormant = session.scalars(select(Member).where(Member.external_id == "bought-45-days-ago"))
+    member = dormant.one()
+    later = T0 + dt.timedelta(minutes=5)
+    _event(session, member, "order", 0, "80", received=later)
+    session.flush()
+    result = lifecycle_run.run(session, now=later, as_of=later)
+    assert result.kind is RunKind.INCREMENTAL
+    assert result.changed == 1
+    assert _stages(session)["bought-45-days-ago"] is Stage.ACTIVE
+    moved = session.scalars(select(StageTransition).where(StageTransition.run_id == result.run_id))
+    assert [(t.from_stage, t.to_stage, t.at) for t in moved] == [
+        (Stage.DORMANT, Stage.ACTIVE, later)
+    ]
+    triggers = session.scalars(
+        select(Trigger).where(Trigger.member_id == member.id).order_by(Trigger.id)
+    ).all()
+    assert [(t.kind, t.value) for t in triggers][-2:] == [
+        ("stage.exited", "dormant"),
+        ("stage.entered", "active"),
+    ]
+
+
+def test_an_incremental_run_sees_recency_thresholds_crossed_without_events(membership):
+    session = membership
+    lifecycle_run.run(session, now=T0, full=True)
+    # 26 days on, the member who bought 5 days ago has not bought for 31 days.
+    later = T0 + 26 * DAY
+    result = lifecycle_run.run(session, now=later)
+    assert result.kind is RunKind.INCREMENTAL
+    stages = _stages(session)
+    assert stages["bought-5-days-ago"] is Stage.DORMANT
+    assert stages["joined-last-week"] is Stage.DORMANT  # 33 days a member, never bought
+    # The incremental run covered the members with events (all, the first time it
+    # looks) and those crossing a threshold; a full run at the same moment agrees.
+    full = lifecycle_run.run(session, now=later, full=True)
+    assert full.changed == 0
+
+
+def test_an_incremental_run_only_looks_at_members_with_new_events(membership):
+    session = membership
+    first = lifecycle_run.run(session, now=T0, full=True)
+    settled = T0 + dt.timedelta(minutes=2)
+    lifecycle_run.run(session, now=settled)  # sees the events received at T0 once more
+    quiet = lifecycle_run.run(session, now=settled + dt.timedelta(minutes=1))
+    assert first.members == 20
+    assert quiet.members == 0 and quiet.changed == 0
+    member = session.scalars(select(Member).where(Member.external_id == "never-bought")).one()
+    _event(session, member, "login", 0, received=settled)
+    session.flush()
+    one = lifecycle_run.run(session, now=settled + dt.timedelta(minutes=2))
+    assert one.members == 1
+
+
+def test_a_member_created_without_events_gets_a_stage_in_the_next_incremental_run(
+    membership,
+):
+    session = membership
+    lifecycle_run.run(session, now=T0, full=True)
+    _member(session, "signed-up-just-now", joined_days_ago=0)
+    session.flush()
+    result = lifecycle_run.run(session, now=T0 + dt.timedelta(minutes=3))
+    assert result.entered == {Stage.NEW: 1}
+    assert _stages(session)["signed-up-just-now"] is Stage.NEW
+
+
+def test_new_rules_apply_from_the_next_run(membership):
+    import dataclasses
+
+    from members import stages
+
+    session = membership
+    lifecycle_run.run(session, now=T0, full=True)
+    rules = dataclasses.replace(stages.StageRules(), vip_top_percent=0)
+    stages.save(session, rules, actor="test", now=T0)
+    result = lifecycle_run.run(session, now=T0, full=True)
+    assert _stages(session)["big-spender"] is Stage.ACTIVE
+    assert result.entered == {Stage.ACTIVE: 2}  # the two VIPs
+    assert session.get(LifecycleRun, result.run_id).rules_version == 1
+
+
+def test_times_must_be_aware(session):
+    with pytest.raises(ValueError, match="aware"):
+        lifecycle_run.run(session, now=T0.replace(tzinfo=None))
+
+
+def test_two_runs_at_once_never_both_write(committed_app):
+    """PostgreSQL: the second run finds the lock taken and gives up. SQLite: it waits
+    for the first to commit, then runs on what the first wrote."""
+    import threading
+
+    from app.extensions import db
+
+    sessionmaker = db.state(committed_app).sessionmaker
+    first, second = sessionmaker(), sessionmaker()
+    try:
+        _orders(first, _member(first, "buyer"), 2)
+        first.commit()
+        lifecycle_run.run(first, now=T0, full=True)  # holds the lock until commit
+        outcome = {}
+
+        def run_second():
+            try:
+                outcome["result"] = lifecycle_run.run(second, now=T0, full=True)
+                second.commit()
+            except lifecycle_run.LifecycleBusy as busy:
+                outcome["busy"] = busy
+                second.rollback()
+
+        thread = threading.Thread(target=run_second)
+        thread.start()
+        thread.join(timeout=1.0)
+        first.commit()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        if first.get_bind().dialect.name == "postgresql":
+            assert "another lifecycle run" in str(outcome["busy"])
+            assert _count(first, LifecycleRun) == 1
+        else:
+            assert outcome["result"].changed == 0  # it saw the first run's stages
+            assert _count(first, LifecycleRun) == 2
+        assert _count(first, StageTransition) == 1
+    finally:
+        first.close()
+        second.close()
