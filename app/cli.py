@@ -20,8 +20,9 @@ from app import clock, redis_server, uploads
 from app.auth.service import AuthError, create_api_key, create_user
 from app.extensions import db
 from app.redis_client import get_redis
-from members import csv_import
+from members import csv_import, lifecycle_run
 from members.errors import InvalidField
+from members.fields import parse_time
 from members.lifecycle import Stage
 from workers import queues, runtime
 from workers.schedule import LeaderCronScheduler, register_all
@@ -30,6 +31,7 @@ from workers.schedule import LeaderCronScheduler, register_all
 def register_cli(app: Flask) -> None:
     app.cli.add_command(import_group)
     app.cli.add_command(export_group)
+    app.cli.add_command(lifecycle_group)
     for command in (
         create_user_command,
         create_api_key_command,
@@ -303,3 +305,64 @@ def export_members_command(
         _fail(f"--output: cannot write {output}: {exc.strerror or exc}")
     if to_file:
         click.echo(f"Members written to {output}", err=True)
+
+
+@click.group("lifecycle", cls=click.Group)
+def lifecycle_group() -> None:
+    """Recompute RFM features and stages (the worker's cron does this by itself)."""
+
+
+@lifecycle_group.command("run", cls=OneLineCommand)
+@click.option("--full", is_flag=True, help="Every member, not only those that may have moved.")
+@click.option(
+    "--as-of",
+    "as_of_text",
+    metavar="TIMESTAMP",
+    help="Compute as of this past moment, ISO 8601 with an offset (default: now).",
+)
+@with_appcontext
+def lifecycle_run_command(full: bool, as_of_text: str | None) -> None:
+    """Run the lifecycle engine once, and say how many members changed stage."""
+    now = clock.now()
+    as_of = None
+    if as_of_text is not None:
+        try:
+            as_of = parse_time(as_of_text, "--as-of")
+        except InvalidField as exc:
+            _fail(str(exc))
+        if as_of > now:
+            _fail(f"--as-of: {as_of_text} is in the future")
+    steps = lifecycle_run.STEPS
+    try:
+        with click.progressbar(
+            length=len(steps), label="Lifecycle", item_show_func=_step, file=sys.stderr
+        ) as bar:
+            result = lifecycle_run.run(
+                db.session, now=now, as_of=as_of, full=full, progress=lambda s: bar.update(1, s)
+            )
+        db.session.commit()
+    except lifecycle_run.LifecycleBusy:
+        db.session.rollback()
+        _fail("another lifecycle run is in progress; run again when it has finished")
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        if lifecycle_run.is_busy(exc):
+            _fail("another lifecycle run is in progress; run again when it has finished")
+        raise
+    click.echo(_summary(result))
+
+
+def _step(label: str | None) -> str:
+    return label or ""
+
+
+def _summary(result: lifecycle_run.RunResult) -> str:
+    entered = ", ".join(
+        f"{stage.value} {count:,}" for stage, count in sorted(result.entered.items())
+    )
+    moved = f": {entered}" if entered else ""
+    return (
+        f"{result.kind.value.capitalize()} run as of {result.as_of:%Y-%m-%d %H:%M:%S %Z}: "
+        f"{result.members:,} members looked at, {result.changed:,} changed stage{moved} "
+        f"({result.seconds:.1f} s)"
+    )

@@ -52,6 +52,8 @@ SETTLE = dt.timedelta(minutes=1)
 LOCK_KEY = 0x7465_6E75_7265_4C43  # "tenureLC"
 
 STAGE_ENTERED, STAGE_EXITED = "stage.entered", "stage.exited"
+# The steps a run reports to ``progress`` as it finishes each, in order.
+STEPS = ("members", "features", "stages", "triggers")
 
 _events = Event.__table__
 _members = Member.__table__
@@ -106,17 +108,17 @@ def run(
     session.add(record)
     session.flush()
 
-    step("members")
     scope = None if kind is RunKind.FULL else _members_to_check(session, previous, as_of, rules)
-    step("features")
+    step("members")
     features.recompute(session, as_of, scope)
-    step("stages")
+    step("features")
     record.vip_threshold = stages.vip_threshold(session, rules)
     stage = stages.expression(rules, record.vip_threshold)
     for chunk in _chunks(scope):
         _record_transitions(session, record, stage, chunk)
-    step("triggers")
+    step("stages")
     entered = _apply(session, record)
+    step("triggers")
     record.members = _count_members(session) if scope is None else len(scope)
     record.changed = sum(entered.values())
     record.seconds = round(time.perf_counter() - started, 3)

@@ -10,7 +10,7 @@ from typing import ParamSpec, TypeVar
 from app import clock, uploads
 from app.extensions import db
 from app.redis_client import get_redis
-from members import ingest
+from members import ingest, lifecycle_run
 from workers import runtime
 from workers.heartbeat import record_heartbeat
 
@@ -61,6 +61,27 @@ def import_upload(token: str, actor: str) -> None:
 def sweep_uploads() -> None:
     """Delete uploads past their time: they hold personal data."""
     uploads.Uploads.of(runtime.current()).sweep()
+
+
+@job
+def lifecycle_incremental() -> str:
+    """Stages of the members who may have moved since the last run (every minute)."""
+    return _lifecycle(full=False)
+
+
+@job
+def lifecycle_full() -> str:
+    """Features and stages of every member (nightly)."""
+    return _lifecycle(full=True)
+
+
+def _lifecycle(full: bool) -> str:
+    try:
+        result = lifecycle_run.run(db.session, now=clock.now(), full=full)
+    except lifecycle_run.LifecycleBusy:
+        db.session.rollback()
+        return "skipped: another lifecycle run is in progress"
+    return f"{result.kind.value}: {result.members} members, {result.changed} changed stage"
 
 
 @job

@@ -69,7 +69,8 @@ def test_periodic_jobs_are_registered_with_rq_cron(redis):
     assert registered == {(p.func, p.queue, p.interval) for p in PERIODIC}
     scheduler.enqueue_jobs()
     # Jobs run at an interval are due at once; those on a cron line wait for their time.
-    assert Queue(queues.LOW, connection=redis).count == len(_EVERY)
+    waiting = sum(Queue(name, connection=redis).count for name in queues.ALL)
+    assert waiting == len(_EVERY)
 
 
 def test_two_cron_processes_enqueue_each_tick_once(redis):
@@ -80,7 +81,8 @@ def test_two_cron_processes_enqueue_each_tick_once(redis):
         register_all(scheduler)
         scheduler.register_birth()  # as start() does
     assert first.enqueue_jobs() and not second.enqueue_jobs()
-    assert Queue(queues.LOW, connection=redis).count == len(_EVERY)
+    waiting = sum(Queue(name, connection=redis).count for name in queues.ALL)
+    assert waiting == len(_EVERY)
     assert second.calculate_sleep_interval() > 0  # the standby keeps time, does not spin
     first.register_death()  # the leader stops: the lease is released, the standby leads
     assert redis.get(LEADER_KEY) is None
@@ -105,3 +107,22 @@ def test_old_ingest_counters_are_purged_and_recent_ones_kept(redis, session):
     session.flush()
     _run(redis, jobs.purge_ingest_counts)
     assert session.scalars(select(IngestCount.day)).all() == [today]
+
+
+def test_the_lifecycle_jobs_give_members_a_stage(redis, app, session):
+    import datetime as dt
+
+    from members.lifecycle import LifecycleRun, RunKind, Stage
+    from members.member import Member
+
+    at = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+    app.config["TENURE_CLOCK"] = lambda: at
+    session.add(Member(external_id="new-one", joined_at=at))
+    session.commit()
+    job = _run(redis, jobs.lifecycle_incremental)
+    assert job.get_status(refresh=True) == "finished"
+    assert job.return_value() == "full: 1 members, 1 changed stage"  # no run before it
+    assert session.scalar(select(Member.stage)) is Stage.NEW
+    assert _run(redis, jobs.lifecycle_full).return_value() == "full: 1 members, 0 changed stage"
+    kinds = session.scalars(select(LifecycleRun.kind).order_by(LifecycleRun.id)).all()
+    assert kinds == [RunKind.FULL, RunKind.FULL]
