@@ -28,12 +28,30 @@ def load(session: Session, key: str) -> ProgrammeSetting | None:
     return session.get(ProgrammeSetting, key)
 
 
+class VersionConflict(Exception):
+    """The setting was saved by someone else since the version the caller edited."""
+
+    def __init__(self, key: str, expected: int, current: int) -> None:
+        super().__init__(f"{key} changed since version {expected} (now version {current})")
+        self.current = current
+
+
 def save(
-    session: Session, key: str, value: dict[str, Any], *, actor: str, now: dt.datetime
+    session: Session,
+    key: str,
+    value: dict[str, Any],
+    *,
+    actor: str,
+    now: dt.datetime,
+    expected_version: int | None = None,
 ) -> ProgrammeSetting | None:
     """Store ``value`` under ``key`` as a new version, unless it is what is stored
-    already (then nothing is written and None is returned)."""
+    already (then nothing is written and None is returned). With ``expected_version``,
+    refuse (VersionConflict) if the stored version is another."""
     row = session.get(ProgrammeSetting, key, with_for_update=True)
+    current = 0 if row is None else row.version
+    if expected_version is not None and expected_version != current:
+        raise VersionConflict(key, expected_version, current)
     before = None if row is None else row.value
     if before == value:
         return None

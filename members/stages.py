@@ -164,11 +164,23 @@ def load(session: Session) -> tuple[StageRules, int]:
 
 
 def save(
-    session: Session, rules: StageRules, *, actor: str, now: dt.datetime
+    session: Session,
+    rules: StageRules,
+    *,
+    actor: str,
+    now: dt.datetime,
+    expected_version: int | None = None,
 ) -> programme.ProgrammeSetting | None:
     """Store new rules (a version in the audit log); None when nothing changed. They
     apply from the next lifecycle run."""
-    return programme.save(session, SETTING_KEY, rules.as_dict(), actor=actor, now=now)
+    return programme.save(
+        session,
+        SETTING_KEY,
+        rules.as_dict(),
+        actor=actor,
+        now=now,
+        expected_version=expected_version,
+    )
 
 
 def vip_threshold(session: Session, rules: StageRules) -> Decimal | None:

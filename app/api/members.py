@@ -100,7 +100,10 @@ class EventBriefSchema(Schema):
     event_id = fields.Str()
     type = fields.Str()
     occurred_at = fields.DateTime()
-    amount = fields.Decimal(as_string=True, allow_none=True)
+    # Sent as a string ("199.00"): a JSON number would lose the exact cents.
+    amount = fields.Decimal(
+        as_string=True, allow_none=True, metadata={"type": "string", "example": "199.00"}
+    )
     currency = fields.Str(allow_none=True)
 
 
