@@ -10,4 +10,5 @@ from app.web import (  # noqa: E402, F401  (routes register on bp)
     home,
     imports,
     settings,
+    stages,
 )
