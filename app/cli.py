@@ -338,7 +338,12 @@ def lifecycle_run_command(full: bool, as_of_text: str | None) -> None:
             length=len(steps), label="Lifecycle", item_show_func=_step, file=sys.stderr
         ) as bar:
             result = lifecycle_run.run(
-                db.session, now=now, as_of=as_of, full=full, progress=lambda s: bar.update(1, s)
+                db.session,
+                now=now,
+                as_of=as_of,
+                full=full,
+                timezone=current_app.config["TENURE_SETTINGS"].timezone,
+                progress=lambda s: bar.update(1, s),
             )
         db.session.commit()
     except lifecycle_run.LifecycleBusy:

@@ -108,3 +108,26 @@ class Trigger(Base):
     processed_at: Mapped[dt.datetime | None]
 
     __table_args__ = (Index(None, "processed_at", "id"), Index(None, "member_id", "at"))
+
+
+class StageDay(Base):
+    """Members per stage at the end of a day of the programme's calendar: a rollup the
+    lifecycle runs keep, so that the dashboard's history is a read of a few rows."""
+
+    __tablename__ = "stage_days"
+
+    day: Mapped[dt.date] = mapped_column(primary_key=True)
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    members: Mapped[int]
+
+
+class StageFlow(Base):
+    """Members who moved from one stage to another in a week (Monday to Sunday of the
+    programme's calendar); from_stage "" is a member's first stage."""
+
+    __tablename__ = "stage_flows"
+
+    week: Mapped[dt.date] = mapped_column(primary_key=True)
+    from_stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    to_stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    members: Mapped[int]

@@ -33,7 +33,7 @@ from sqlalchemy import func, insert, literal, or_, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from members import features, stages
+from members import features, stage_history, stages
 from members.event import Event
 from members.lifecycle import (
     LifecycleRun,
@@ -43,7 +43,7 @@ from members.lifecycle import (
     StageTransition,
     Trigger,
 )
-from members.member import Member
+from members.member import DEFAULT_TIMEZONE, Member
 
 # Events received less than this long before a run may belong to a transaction that
 # had not committed yet: the next run looks at them again.
@@ -85,10 +85,12 @@ def run(
     now: dt.datetime,
     as_of: dt.datetime | None = None,
     full: bool = False,
+    timezone: str = DEFAULT_TIMEZONE,
     progress: Progress | None = None,
 ) -> RunResult:
     """One lifecycle run as of ``as_of`` (default ``now``), in the session's transaction
-    (the caller commits). An incremental run with no run before it runs in full."""
+    (the caller commits). An incremental run with no run before it runs in full.
+    ``timezone`` is the programme's, whose calendar the stage history counts in."""
     started = time.perf_counter()
     as_of = as_of or now
     if as_of.utcoffset() is None or now.utcoffset() is None:
@@ -118,6 +120,9 @@ def run(
         _record_transitions(session, record, stage, chunk)
     step("stages")
     entered = _apply(session, record)
+    stage_history.record(
+        session, run_id=record.id, as_of=as_of, timezone=timezone, exact=kind is RunKind.FULL
+    )
     step("triggers")
     record.members = _count_members(session) if scope is None else len(scope)
     record.changed = sum(entered.values())

@@ -2,7 +2,15 @@
 
 from members.audit import AuditEntry
 from members.event import Event, IngestCount, TrackMapping
-from members.lifecycle import LifecycleRun, MemberFeatures, Stage, StageTransition, Trigger
+from members.lifecycle import (
+    LifecycleRun,
+    MemberFeatures,
+    Stage,
+    StageDay,
+    StageFlow,
+    StageTransition,
+    Trigger,
+)
 from members.loyalty import BenefitGrant, BenefitKind, PointsLot, Tier
 from members.member import Channel, ConsentRecord, Member
 from members.programme import ProgrammeSetting
@@ -21,6 +29,8 @@ __all__ = [
     "PointsLot",
     "ProgrammeSetting",
     "Stage",
+    "StageDay",
+    "StageFlow",
     "StageTransition",
     "Tier",
     "TrackMapping",

@@ -77,7 +77,8 @@ def lifecycle_full() -> str:
 
 def _lifecycle(full: bool) -> str:
     try:
-        result = lifecycle_run.run(db.session, now=clock.now(), full=full)
+        timezone = runtime.current().config["TENURE_SETTINGS"].timezone
+        result = lifecycle_run.run(db.session, now=clock.now(), full=full, timezone=timezone)
     except lifecycle_run.LifecycleBusy:
         db.session.rollback()
         return "skipped: another lifecycle run is in progress"

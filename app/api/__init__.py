@@ -12,11 +12,20 @@ from app.extensions import csrf, limiter
 def register_api(api: Api) -> None:
     from app.api.events import blp as events_blp
     from app.api.keys import blp as keys_blp
+    from app.api.lifecycle import blp as lifecycle_blp
     from app.api.members import blp as members_blp
     from app.api.settings import blp as settings_blp
     from app.api.track_mappings import blp as track_mappings_blp
 
-    for blp in (members_blp, events_blp, track_mappings_blp, settings_blp, keys_blp):
+    blueprints = (
+        members_blp,
+        events_blp,
+        track_mappings_blp,
+        settings_blp,
+        lifecycle_blp,
+        keys_blp,
+    )
+    for blp in blueprints:
         csrf.exempt(blp)  # the API authenticates with Bearer keys, not cookies
         if not getattr(blp, "_tenure_limited", False):  # blueprints are module singletons
             limiter.limit(_api_limit, key_func=api_key_identity)(blp)

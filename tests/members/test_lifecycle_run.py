@@ -252,3 +252,62 @@ def test_two_runs_at_once_never_both_write(committed_app):
     finally:
         first.close()
         second.close()
+
+
+def test_runs_keep_the_stage_history_per_day_and_the_flows_per_week(membership):
+    from members import stage_history
+
+    session = membership
+    # 12:00 UTC on Monday 23 November is 20:00 in Shanghai: the same day.
+    lifecycle_run.run(session, now=T0, full=True)
+    member = session.scalars(select(Member).where(Member.external_id == "bought-45-days-ago"))
+    buyer = member.one()
+    # Tuesday 10:00 in Shanghai: an order makes the dormant member active.
+    tuesday = T0 + dt.timedelta(hours=14)
+    _event(session, buyer, "order", -14 / 24, "80", received=tuesday)
+    session.flush()
+    lifecycle_run.run(session, now=tuesday + dt.timedelta(minutes=1))  # first run of Tuesday
+    _event(session, buyer, "refund", -14 / 24, "80", received=tuesday)
+    later = tuesday + dt.timedelta(hours=1)
+    slipping = session.scalars(select(Member).where(Member.external_id == "slipping")).one()
+    _orders(session, slipping, -0.6)  # at-risk member orders again: active
+    session.flush()
+    lifecycle_run.run(session, now=later)  # a later run the same day: counted by deltas
+
+    monday, tuesday_date = dt.date(2026, 11, 23), dt.date(2026, 11, 24)
+    days = stage_history.daily(session, monday - dt.timedelta(days=1), tuesday_date)
+    assert [d.day for d in days] == [monday - dt.timedelta(days=1), monday, tuesday_date]
+    assert sum(days[0].members.values()) == 0  # before the first run
+    assert days[1].members[Stage.ACTIVE] == 13 and days[1].members[Stage.DORMANT] == 2
+    assert days[2].members[Stage.ACTIVE] == 15 and days[2].members[Stage.DORMANT] == 1
+    assert days[2].members[Stage.AT_RISK] == 0
+    # The deltas agree with a count of every member.
+    exact = dict.fromkeys(Stage, 0)
+    for stage in session.scalars(select(Member.stage).where(Member.erased_at.is_(None))):
+        exact[stage] += 1
+    assert days[2].members == exact
+    # Days after the last run carry its counts.
+    ahead = stage_history.daily(session, tuesday_date, tuesday_date + dt.timedelta(days=2))
+    assert ahead[2].members == exact
+
+    flows = stage_history.weekly_flows(session, monday, monday)
+    moved = {(f.from_stage, f.to_stage): f.members for f in flows}
+    assert moved[(None, Stage.ACTIVE)] == 13  # first stages
+    assert moved[(Stage.DORMANT, Stage.ACTIVE)] == 1
+    assert moved[(Stage.AT_RISK, Stage.ACTIVE)] == 1
+    assert {f.week for f in flows} == {monday}
+    assert sum(n for (src, _), n in moved.items() if src is None) == 20
+
+
+def test_the_programme_calendar_decides_the_day(session):
+    from members import stage_history
+
+    late = dt.datetime(2026, 11, 22, 17, 0, tzinfo=dt.UTC)  # Monday 01:00 in Shanghai
+    assert stage_history.calendar(late, "Asia/Shanghai") == (
+        dt.date(2026, 11, 23),
+        dt.date(2026, 11, 23),
+    )
+    assert stage_history.calendar(late, "Europe/Berlin") == (
+        dt.date(2026, 11, 22),
+        dt.date(2026, 11, 16),
+    )

@@ -1,8 +1,8 @@
-"""lifecycle runs, triggers and programme settings
+"""lifecycle runs, triggers, stage history and programme settings
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-23 19:37:57.049594
+Create Date: 2026-11-23 19:53:38.792836
 
 """
 
@@ -49,6 +49,21 @@ def upgrade():
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_by", sa.String(length=320), nullable=False),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_programme_settings")),
+    )
+    op.create_table(
+        "stage_days",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("stage", sa.String(length=32), nullable=False),
+        sa.Column("members", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("day", "stage", name=op.f("pk_stage_days")),
+    )
+    op.create_table(
+        "stage_flows",
+        sa.Column("week", sa.Date(), nullable=False),
+        sa.Column("from_stage", sa.String(length=32), nullable=False),
+        sa.Column("to_stage", sa.String(length=32), nullable=False),
+        sa.Column("members", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("week", "from_stage", "to_stage", name=op.f("pk_stage_flows")),
     )
     op.create_table(
         "triggers",
@@ -114,6 +129,8 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_triggers_member_id_at"))
 
     op.drop_table("triggers")
+    op.drop_table("stage_flows")
+    op.drop_table("stage_days")
     op.drop_table("programme_settings")
     op.drop_table("lifecycle_runs")
     # ### end Alembic commands ###
