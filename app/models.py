@@ -1,5 +1,6 @@
 """Every model of every package, imported so that Base.metadata knows all tables."""
 
+import members.models  # noqa: F401  (every table of the membership core)
 from app.auth.models import ApiKey, User
 from experiments.models import Assignment, Experiment, Exposure, Variant
 from journeys.models import Enrollment, Journey, JourneyVersion, Message, WebhookEndpoint
@@ -12,7 +13,6 @@ from members.models import (
     MemberFeatures,
     PointsLot,
     StageTransition,
-    Tier,
 )
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "Message",
     "PointsLot",
     "StageTransition",
-    "Tier",
     "User",
     "Variant",
     "WebhookEndpoint",

@@ -42,6 +42,7 @@ from members.member import Member
 
 ORDER, REFUND = "order", "refund"
 VISITS = ("login", "app_open")
+CONTRIBUTIONS = ("review", "share", "referral")
 SPEND_WINDOWS = (30, 90, 365)
 RECENT_VISITS = 14  # logins_14d
 EARLIER_VISITS = 42  # logins_prev_42d: the 42 days before those 14
@@ -105,6 +106,7 @@ def _select(dialect: str, members: list[int] | None) -> Select:
         )
 
     visit = e.type.in_(VISITS)
+    contribution = e.type.in_(CONTRIBUTIONS)
     recent = e.occurred_at > _param("since_visits")
     earlier = and_(e.occurred_at > _param("since_earlier_visits"), ~recent)
     columns = [
@@ -115,12 +117,13 @@ def _select(dialect: str, members: list[int] | None) -> Select:
         net_spend(None).label("lifetime_spend"),
         count(and_(visit, recent)).label("logins_14d"),
         count(and_(visit, earlier)).label("logins_prev_42d"),
+        *(count(and_(contribution, within(d))).label(f"contributions_{d}d") for d in SPEND_WINDOWS),
     ]
     aggregates = select(e.member_id, *columns).where(e.occurred_at <= as_of)
     if members is None:
         # Only the types the features read: the others (reviews, check-ins...) are
         # skipped. Not for a few members: SQLite would then pick the index on type.
-        aggregates = aggregates.where(e.type.in_((ORDER, REFUND, *VISITS)))
+        aggregates = aggregates.where(e.type.in_((ORDER, REFUND, *VISITS, *CONTRIBUTIONS)))
     else:
         aggregates = aggregates.where(e.member_id.in_(members))
     agg = aggregates.group_by(e.member_id).subquery("agg")
@@ -151,6 +154,10 @@ def _select(dialect: str, members: list[int] | None) -> Select:
             ),
             func.coalesce(agg.c.logins_14d, zero).label("logins_14d"),
             func.coalesce(agg.c.logins_prev_42d, zero).label("logins_prev_42d"),
+            *(
+                func.coalesce(agg.c[f"contributions_{d}d"], zero).label(f"contributions_{d}d")
+                for d in SPEND_WINDOWS
+            ),
         )
         .select_from(_members.outerjoin(agg, agg.c.member_id == m.id))
         # SQLite needs a WHERE before an upsert's ON CONFLICT; erased members have none.

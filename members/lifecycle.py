@@ -44,6 +44,10 @@ class MemberFeatures(Base):
     average_order_value: Mapped[Decimal | None]
     logins_14d: Mapped[int] = mapped_column(default=0)
     logins_prev_42d: Mapped[int] = mapped_column(default=0)
+    # Reviews, shares and referrals: a way up the tier ladder.
+    contributions_30d: Mapped[int] = mapped_column(default=0)
+    contributions_90d: Mapped[int] = mapped_column(default=0)
+    contributions_365d: Mapped[int] = mapped_column(default=0)
 
 
 class RunKind(enum.StrEnum):
@@ -86,6 +90,21 @@ class StageTransition(Base):
         Index(None, "run_id", "member_id"),
         Index(None, "at"),
     )
+
+
+class TierChange(Base):
+    """A member's move on the tier ladder (from_tier None: their first tier)."""
+
+    __tablename__ = "tier_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    from_tier: Mapped[str | None] = mapped_column(String(32))
+    to_tier: Mapped[str] = mapped_column(String(32))
+    at: Mapped[dt.datetime]
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("lifecycle_runs.id", ondelete="SET NULL"))
+
+    __table_args__ = (Index(None, "member_id", "at"), Index(None, "run_id", "member_id"))
 
 
 class Trigger(Base):

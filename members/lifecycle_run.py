@@ -11,10 +11,11 @@ minute) covers the members who could have changed since the last run:
 - members whose last order or joining date crossed a threshold of the stage rules
   between the two runs (30 days without an order makes a member dormant even though
   nothing arrived);
-- members with no stage yet.
+- members with no stage or tier yet, and members whose tier's grace period ended.
 
 What only the full run sees: the rolling windows moving on (visit rates, 365-day
-spend) and the VIP percentile moving with all members' spend.
+spend) and the VIP percentile moving with all members' spend (incremental runs keep
+the threshold of the run before, unless the rules changed).
 
 Two runs never overlap: on PostgreSQL a second run finds the transaction-level
 advisory lock taken and gives up (LifecycleBusy); on SQLite the writes of the first
@@ -33,7 +34,7 @@ from sqlalchemy import func, insert, literal, or_, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from members import features, stage_history, stages
+from members import features, stage_history, stages, tiers
 from members.event import Event
 from members.lifecycle import (
     LifecycleRun,
@@ -77,6 +78,7 @@ class RunResult:
     changed: int
     entered: Counter[Stage]
     seconds: float
+    tiers_entered: Counter[str] = dataclasses.field(default_factory=Counter)
 
 
 def run(
@@ -98,6 +100,7 @@ def run(
     step = progress or (lambda _label: None)
     _lock(session)
     rules, version = stages.load(session)
+    ladder, _ = tiers.load(session)
     previous = session.scalars(select(LifecycleRun).order_by(LifecycleRun.id.desc())).first()
     kind = RunKind.FULL if full or previous is None else RunKind.INCREMENTAL
     record = LifecycleRun(
@@ -114,12 +117,19 @@ def run(
     step("members")
     features.recompute(session, as_of, scope)
     step("features")
-    record.vip_threshold = stages.vip_threshold(session, rules)
+    if kind is RunKind.INCREMENTAL and previous.rules_version == version:
+        # The percentile moves with everyone's spend: the nightly full run moves it.
+        record.vip_threshold = previous.vip_threshold
+    else:
+        record.vip_threshold = stages.vip_threshold(session, rules)
     stage = stages.expression(rules, record.vip_threshold)
     for chunk in _chunks(scope):
         _record_transitions(session, record, stage, chunk)
     step("stages")
     entered = _apply(session, record)
+    promoted = tiers.apply(
+        session, run_id=record.id, as_of=as_of, ladder=ladder, chunks=_chunks(scope)
+    )
     stage_history.record(
         session, run_id=record.id, as_of=as_of, timezone=timezone, exact=kind is RunKind.FULL
     )
@@ -136,6 +146,7 @@ def run(
         changed=record.changed,
         entered=entered,
         seconds=record.seconds,
+        tiers_entered=promoted,
     )
 
 
@@ -167,13 +178,15 @@ def _watermark(session: Session, now: dt.datetime, previous: LifecycleRun | None
 def _members_to_check(
     session: Session, previous: LifecycleRun, as_of: dt.datetime, rules: stages.StageRules
 ) -> list[int]:
+    """The members an incremental run looks at (see the module's docstring)."""
     e, m, f = _events.c, _members.c, _features.c
     with_events = select(e.member_id).where(e.id > previous.event_watermark)
-    unstaged = select(m.id).where(m.stage.is_(None), m.erased_at.is_(None))
-    queries = [with_events, unstaged]
+    # Members without a stage or a tier yet.
+    unplaced = [m.stage.is_(None), m.tier.is_(None)]
+    queries = [with_events]
     if previous.as_of < as_of:
         # A threshold of d days was crossed by the members whose date lies in
-        # (previous as_of - d, as_of - d].
+        # (previous as_of - d, as_of - d]; a grace period ended in (previous, as_of].
         def crossed(column, days: int):
             delta = dt.timedelta(days=days)
             return column.between(previous.as_of - delta, as_of - delta)
@@ -182,12 +195,9 @@ def _members_to_check(
         queries.append(
             select(f.member_id).where(or_(*(crossed(f.last_order_at, d) for d in order_days)))
         )
-        join_days = {rules.new_days, rules.lapsed_days}
-        queries.append(
-            select(m.id).where(
-                m.erased_at.is_(None), or_(*(crossed(m.joined_at, d) for d in join_days))
-            )
-        )
+        unplaced.extend(crossed(m.joined_at, d) for d in {rules.new_days, rules.lapsed_days})
+        unplaced.append(m.tier_grace_until.between(previous.as_of, as_of))
+    queries.append(select(m.id).where(m.erased_at.is_(None), or_(*unplaced)))
     ids: set[int] = set()
     for query in queries:
         ids.update(session.scalars(query))

@@ -5,24 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from members.db import Base, BigId, utcnow
-
-
-class Tier(Base):
-    __tablename__ = "tiers"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(String(32), unique=True)
-    name: Mapped[str] = mapped_column(String(64))
-    rank: Mapped[int] = mapped_column(unique=True)
-    min_spend_365d: Mapped[Decimal] = mapped_column(default=Decimal(0))
-    min_orders_30d: Mapped[int] = mapped_column(default=0)
-    benefits: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class PointsLot(Base):

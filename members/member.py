@@ -32,6 +32,9 @@ class Member(Base):
     timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE)
     region: Mapped[str | None] = mapped_column(String(64))
     tier: Mapped[str | None] = mapped_column(String(32))
+    tier_since: Mapped[dt.datetime | None]
+    # Set while the member falls short of their tier: they move down when it passes.
+    tier_grace_until: Mapped[dt.datetime | None]
     points_balance: Mapped[int] = mapped_column(default=0)
     joined_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     birthday: Mapped[dt.date | None]

@@ -9,9 +9,10 @@ from members.lifecycle import (
     StageDay,
     StageFlow,
     StageTransition,
+    TierChange,
     Trigger,
 )
-from members.loyalty import BenefitGrant, BenefitKind, PointsLot, Tier
+from members.loyalty import BenefitGrant, BenefitKind, PointsLot
 from members.member import Channel, ConsentRecord, Member
 from members.programme import ProgrammeSetting
 
@@ -32,7 +33,7 @@ __all__ = [
     "StageDay",
     "StageFlow",
     "StageTransition",
-    "Tier",
+    "TierChange",
     "TrackMapping",
     "Trigger",
 ]

@@ -1,14 +1,15 @@
-"""lifecycle runs, triggers, stage history and programme settings
+"""lifecycle runs, triggers, stage history, tier changes and programme settings
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-23 19:53:38.792836
+Create Date: 2026-11-23 19:59:28.844737
 
 """
 
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite
 
 # revision identifiers, used by Alembic.
 revision = "0003"
@@ -66,6 +67,38 @@ def upgrade():
         sa.PrimaryKeyConstraint("week", "from_stage", "to_stage", name=op.f("pk_stage_flows")),
     )
     op.create_table(
+        "tier_changes",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("from_tier", sa.String(length=32), nullable=True),
+        sa.Column("to_tier", sa.String(length=32), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("run_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["member_id"],
+            ["members.id"],
+            name=op.f("fk_tier_changes_member_id_members"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["lifecycle_runs.id"],
+            name=op.f("fk_tier_changes_run_id_lifecycle_runs"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tier_changes")),
+    )
+    with op.batch_alter_table("tier_changes", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_tier_changes_member_id_at"), ["member_id", "at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_tier_changes_run_id_member_id"), ["run_id", "member_id"], unique=False
+        )
+
+    op.create_table(
         "triggers",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
@@ -91,6 +124,24 @@ def upgrade():
         )
         batch_op.create_index(
             batch_op.f("ix_triggers_processed_at_id"), ["processed_at", "id"], unique=False
+        )
+
+    op.drop_table("tiers")
+    with op.batch_alter_table("member_features", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("contributions_30d", sa.Integer(), nullable=False, server_default="0")
+        )
+        batch_op.add_column(
+            sa.Column("contributions_90d", sa.Integer(), nullable=False, server_default="0")
+        )
+        batch_op.add_column(
+            sa.Column("contributions_365d", sa.Integer(), nullable=False, server_default="0")
+        )
+
+    with op.batch_alter_table("members", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("tier_since", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column("tier_grace_until", sa.DateTime(timezone=True), nullable=True)
         )
 
     with op.batch_alter_table("stage_transitions", schema=None) as batch_op:
@@ -124,11 +175,38 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_stage_transitions_at"))
         batch_op.drop_column("run_id")
 
+    with op.batch_alter_table("members", schema=None) as batch_op:
+        batch_op.drop_column("tier_grace_until")
+        batch_op.drop_column("tier_since")
+
+    with op.batch_alter_table("member_features", schema=None) as batch_op:
+        batch_op.drop_column("contributions_365d")
+        batch_op.drop_column("contributions_90d")
+        batch_op.drop_column("contributions_30d")
+
+    op.create_table(
+        "tiers",
+        sa.Column("id", sa.INTEGER(), nullable=False),
+        sa.Column("key", sa.VARCHAR(length=32), nullable=False),
+        sa.Column("name", sa.VARCHAR(length=64), nullable=False),
+        sa.Column("rank", sa.INTEGER(), nullable=False),
+        sa.Column("min_spend_365d", sa.NUMERIC(precision=14, scale=2), nullable=False),
+        sa.Column("min_orders_30d", sa.INTEGER(), nullable=False),
+        sa.Column("benefits", sqlite.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tiers")),
+        sa.UniqueConstraint("key", name=op.f("uq_tiers_key")),
+        sa.UniqueConstraint("rank", name=op.f("uq_tiers_rank")),
+    )
     with op.batch_alter_table("triggers", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_triggers_processed_at_id"))
         batch_op.drop_index(batch_op.f("ix_triggers_member_id_at"))
 
     op.drop_table("triggers")
+    with op.batch_alter_table("tier_changes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_tier_changes_run_id_member_id"))
+        batch_op.drop_index(batch_op.f("ix_tier_changes_member_id_at"))
+
+    op.drop_table("tier_changes")
     op.drop_table("stage_flows")
     op.drop_table("stage_days")
     op.drop_table("programme_settings")
