@@ -13,12 +13,14 @@ def register_api(api: Api) -> None:
     from app.api.events import blp as events_blp
     from app.api.keys import blp as keys_blp
     from app.api.lifecycle import blp as lifecycle_blp
+    from app.api.loyalty import blp as loyalty_blp
     from app.api.members import blp as members_blp
     from app.api.settings import blp as settings_blp
     from app.api.track_mappings import blp as track_mappings_blp
 
     blueprints = (
         members_blp,
+        loyalty_blp,
         events_blp,
         track_mappings_blp,
         settings_blp,

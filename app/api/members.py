@@ -317,7 +317,7 @@ class MemberById(MethodView):
     @blp.response(200, MemberDetailSchema)
     def get(self, external_id: str):
         """One member: profile, stage, tier, points, consent and the last 10 events."""
-        member = _get_or_404(external_id)
+        member = member_or_404(external_id)
         member.last_events = db.session.scalars(
             select(Event)
             .where(Event.member_id == member.id)
@@ -332,7 +332,7 @@ class MemberById(MethodView):
     @blp.response(200, MemberSchema)
     def patch(self, body, external_id: str):
         """Change some fields of an existing member."""
-        _get_or_404(external_id)
+        member_or_404(external_id)
         try:
             result = profiles.upsert(db.session, external_id, body, clock.now())
         except InvalidField as exc:
@@ -348,7 +348,7 @@ class MemberById(MethodView):
         attributes and event properties are wiped, consent withdrawn; the external id
         stays as a tombstone so late events cannot re-create the member. A new
         identify (POST /members) brings the member back. Erasing twice changes nothing."""
-        member = _get_or_404(external_id)
+        member = member_or_404(external_id)
         profiles.erase(db.session, member, actor=api_actor(), now=clock.now())
         db.session.commit()
 
@@ -364,7 +364,7 @@ class MemberConsent(MethodView):
     @blp.response(200, ConsentOutSchema)
     def post(self, body, external_id: str):
         """Grant or withdraw consent per channel; every change goes to the consent log."""
-        member = _get_or_404(external_id)
+        member = member_or_404(external_id)
         try:
             profiles.set_consent(
                 db.session,
@@ -380,7 +380,7 @@ class MemberConsent(MethodView):
         return {"external_id": member.external_id, "consent": profiles.consent_of(member)}
 
 
-def _get_or_404(external_id: str) -> Member:
+def member_or_404(external_id: str) -> Member:
     try:
         return profiles.get(db.session, external_id)
     except NotFound:

@@ -1,5 +1,6 @@
 """The programme's settings through the API, so that engineers can keep them in code:
-the stage rules (read; write to change). Every change is a version in the audit log."""
+the stage rules and the tier ladder (read; write to change). Every change is a version
+in the audit log."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from app.api.auth import BEARER_DOC, api_actor, require_scope
 from app.api.blueprint import Blueprint
 from app.auth.models import Scope
 from app.extensions import db
-from members import programme, stages
+from members import programme, stages, tiers
 from members.errors import InvalidFields
 from members.lifecycle import Stage
 
@@ -23,7 +24,7 @@ blp = Blueprint(
     "settings",
     __name__,
     url_prefix="/api/v1/settings",
-    description="The programme's settings: stage rules (read; write to change)",
+    description="The programme's settings: stage rules, tier ladder (read; write to change)",
 )
 
 RULES_HELP = {
@@ -78,8 +79,8 @@ StageRulesIn = type(
         "version": StrictInteger(
             load_default=None,
             metadata={
-                "description": "The version you edited: if the rules were saved since, "
-                "the request is refused with 409 instead of overwriting them"
+                "description": "The version you edited: if another was saved since, "
+                "the request is refused with 409 instead of overwriting it"
             },
         ),
         # Sent back by clients that PUT what they read; ignored.
@@ -137,7 +138,7 @@ class StageRulesView(MethodView):
     @blp.response(200, StageRulesOut)
     def get(self):
         """The stage rules in force (the defaults until someone changes them)."""
-        return _current()
+        return _current(stages)
 
     @require_scope(Scope.WRITE)
     @blp.doc(**BEARER_DOC)
@@ -148,23 +149,8 @@ class StageRulesView(MethodView):
         """Replace the stage rules. They are checked as a whole: every member must get
         a stage (dormant starts no later than active ends), and every stage must be
         reachable. They apply from the next lifecycle run."""
-        rules = _parse(body)
-        try:
-            stages.save(
-                db.session,
-                rules,
-                actor=api_actor(),
-                now=clock.now(),
-                expected_version=body["version"],
-            )
-            db.session.commit()
-        except programme.VersionConflict as exc:
-            db.session.rollback()
-            abort(409, message=f"{exc}: read them again")
-        except IntegrityError:  # the first version saved by another request just now
-            db.session.rollback()
-            abort(409, message="the rules were changed at the same time: read them again")
-        return _current()
+        _save(stages.save, _parse(body), body["version"])
+        return _current(stages)
 
 
 @blp.route("/stage-rules/preview")
@@ -189,15 +175,153 @@ def _parse(body: dict[str, Any]) -> stages.StageRules:
     try:
         return stages.parse(document)
     except InvalidFields as exc:
-        abort(422, errors={"json": {field: [message] for field, message in exc.errors.items()}})
+        _invalid(exc)
 
 
-def _current() -> dict[str, Any]:
-    rules, version = stages.load(db.session)
-    row = programme.load(db.session, stages.SETTING_KEY)
+def _save(save, value: Any, expected_version: int | None) -> None:
+    """Store a setting as a new version (and commit), or answer 409 when someone saved
+    another version since the one the client edited."""
+    try:
+        save(
+            db.session, value, actor=api_actor(), now=clock.now(), expected_version=expected_version
+        )
+        db.session.commit()
+    except programme.VersionConflict as exc:
+        db.session.rollback()
+        abort(409, message=f"{exc}: read it again")
+    except IntegrityError:  # the first version saved by another request just now
+        db.session.rollback()
+        abort(409, message="it was changed at the same time: read it again")
+
+
+def _invalid(exc: InvalidFields) -> None:
+    abort(422, errors={"json": {field: [message] for field, message in exc.errors.items()}})
+
+
+def _current(setting: Any) -> dict[str, Any]:
+    """A setting's document as in force, with its version (``setting``: the module that
+    owns it, with ``load`` and ``SETTING_KEY``)."""
+    value, version = setting.load(db.session)
+    row = programme.load(db.session, setting.SETTING_KEY)
     return {
-        **rules.as_dict(),
+        **value.as_dict(),
         "version": version,
         "updated_at": None if row is None else row.updated_at,
         "updated_by": None if row is None else row.updated_by,
     }
+
+
+# --- the tier ladder ---------------------------------------------------------------
+
+LADDER_EXAMPLE: dict[str, Any] = tiers.DEFAULT_LADDER.as_dict()
+_VERSION_FIELDS = {
+    "version": StrictInteger(
+        load_default=None,
+        metadata={
+            "description": "The version you edited: if another was saved since, the "
+            "request is refused with 409 instead of overwriting it"
+        },
+    ),
+    "updated_at": fields.Raw(load_default=None, metadata={"description": "Ignored"}),
+    "updated_by": fields.Raw(load_default=None, metadata={"description": "Ignored"}),
+}
+
+
+class TierLevelSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    key = fields.Str(required=True, metadata={"example": "gold"})
+    name_zh = fields.Str(required=True, metadata={"example": "金卡"})
+    name_en = fields.Str(required=True, metadata={"example": "Gold"})
+    min_spend = fields.Decimal(
+        allow_none=True,
+        load_default=None,
+        as_string=True,
+        allow_nan=False,
+        metadata={
+            "type": "string",
+            "description": "Net spend over the window that reaches this level; null: not a way in",
+            "example": "2000.00",
+        },
+    )
+    min_orders = StrictInteger(
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "Orders over the window; null: not a way in", "example": 6},
+    )
+    min_contributions = StrictInteger(
+        allow_none=True,
+        load_default=None,
+        metadata={
+            "description": "Reviews, shares and referrals over the window; null: not a way in",
+            "example": 20,
+        },
+    )
+
+
+class TierLadderSchema(Schema):
+    levels = fields.List(
+        fields.Nested(TierLevelSchema),
+        required=True,
+        metadata={"description": "3 to 5 levels, lowest (the entry level) first"},
+    )
+    window_days = StrictInteger(
+        required=True,
+        validate=validate.OneOf(tiers.WINDOWS),
+        metadata={"description": "The rolling window the thresholds count over"},
+    )
+    grace_days = StrictInteger(
+        required=True,
+        metadata={"description": "How long a member keeps a level they fell short of"},
+    )
+
+
+TierLadderIn = type(
+    "TierLadderIn",
+    (TierLadderSchema,),
+    {"Meta": type("Meta", (), {"unknown": RAISE}), **_VERSION_FIELDS},
+)
+
+
+class TierLadderOut(TierLadderSchema):
+    version = fields.Int(metadata={"description": "0 until first changed"})
+    updated_at = fields.DateTime(allow_none=True)
+    updated_by = fields.Str(allow_none=True)
+
+
+@blp.route("/tier-ladder")
+class TierLadderView(MethodView):
+    @require_scope(Scope.READ, Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.response(200, TierLadderOut)
+    def get(self):
+        """The tier ladder in force (银卡 / 金卡 / 钻石卡 until someone changes it)."""
+        return _current(tiers)
+
+    @require_scope(Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.arguments(TierLadderIn, example=LADDER_EXAMPLE)
+    @blp.response(200, TierLadderOut)
+    @blp.alt_response(409, response="CONFLICT")
+    def put(self, body):
+        """Replace the tier ladder. Each level must ask for more than the one below it;
+        the first is the entry level and asks nothing. Members move at the next
+        lifecycle run; those holding a level that is gone get the one they qualify for."""
+        document = {
+            "levels": [
+                {
+                    **level,
+                    "min_spend": None if level["min_spend"] is None else str(level["min_spend"]),
+                }
+                for level in body["levels"]
+            ],
+            "window_days": body["window_days"],
+            "grace_days": body["grace_days"],
+        }
+        try:
+            ladder = tiers.parse(document)
+        except InvalidFields as exc:
+            _invalid(exc)
+        _save(tiers.save, ladder, body["version"])
+        return _current(tiers)

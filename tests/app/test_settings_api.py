@@ -165,3 +165,37 @@ def test_a_preview_counts_members_per_stage_and_saves_nothing(client, reader, se
     assert "dormant_days" in _fields(
         client.post(f"{URL}/preview", json={**DEFAULTS, "dormant_days": 31}, headers=reader)
     )
+
+
+LADDER = "/api/v1/settings/tier-ladder"
+
+
+def test_the_tier_ladder_reads_replaces_and_names_bad_fields(client, writer, session):
+    body = client.get(LADDER, headers=writer).get_json()
+    assert [lv["name_zh"] for lv in body["levels"]] == ["银卡", "金卡", "钻石卡"]
+    assert body["levels"][1]["min_spend"] == "2000.00" and body["version"] == 0
+    body["levels"].append(
+        {"key": "black", "name_zh": "黑钻", "name_en": "Black Diamond", "min_spend": 20000}
+    )
+    body["window_days"] = 90
+    saved = client.put(LADDER, json=body, headers=writer)
+    assert saved.status_code == 200, saved.get_json()
+    assert saved.get_json()["version"] == 1 and len(saved.get_json()["levels"]) == 4
+    assert saved.get_json()["levels"][3]["min_spend"] == "20000.00"
+
+    flat = {**body, "version": 1}
+    flat["levels"] = [dict(lv) for lv in body["levels"]]
+    flat["levels"][3]["min_spend"] = "100"
+    errors = _fields(client.put(LADDER, json=flat, headers=writer))
+    assert "more than 8000.00" in errors["levels.3.min_spend"][0]
+    flat["levels"][3]["min_spend"] = "lots"
+    assert "levels.3.min_spend" in _fields(client.put(LADDER, json=flat, headers=writer))
+    assert "window_days" in _fields(
+        client.put(LADDER, json={**flat, "window_days": 60}, headers=writer)
+    )
+    assert "levels" in _fields(
+        client.put(LADDER, json={**flat, "levels": flat["levels"][:2]}, headers=writer)
+    )
+    stale = client.put(LADDER, json={**body, "version": 0}, headers=writer)
+    assert stale.status_code == 409
+    assert client.get(LADDER, headers=writer).get_json()["version"] == 1
