@@ -11,4 +11,5 @@ from app.web import (  # noqa: E402, F401  (routes register on bp)
     imports,
     settings,
     stages,
+    tiers,
 )

@@ -14,6 +14,7 @@ from redis import RedisError
 from rq import Queue
 from sqlalchemy import func, select
 from wtforms import IntegerField, SelectField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, NumberRange
 
 from app import clock
@@ -95,7 +96,7 @@ class StageRulesForm(FlaskForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        choices = [(s.value, STAGE_NAMES[s]) for s in stages.RANKED]
+        choices = [SelectChoice(s.value, STAGE_NAMES[s]) for s in stages.RANKED]
         for name in self.PLACE_FIELDS:
             self[name].choices = choices
 
@@ -141,7 +142,7 @@ def save_stage_rules():
     db.session.commit()
     if saved is None:
         flash(_("Nothing changed: these are the rules in force."), "info")
-    elif _enqueue_full_run():
+    elif enqueue_full_run():
         flash(
             _(
                 "Saved as version %(v)d. A full lifecycle run has been queued: members "
@@ -162,7 +163,8 @@ def save_stage_rules():
     return redirect(url_for("web.stage_rules"))
 
 
-def _enqueue_full_run() -> bool:
+def enqueue_full_run() -> bool:
+    """Queue a full lifecycle run (after the rules changed); False if Redis is down."""
     try:
         Queue(queues.LOW, connection=get_redis()).enqueue(jobs.lifecycle_full)
     except (RedisError, EmbeddedRedisError, OSError):
