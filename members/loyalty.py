@@ -1,4 +1,4 @@
-"""Tiers, points lots and benefit grants: the loyalty programme's ledger."""
+"""Points lots and entries, and benefit grants: the loyalty programme's ledger."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from members.db import Base, BigId, utcnow
@@ -24,8 +24,45 @@ class PointsLot(Base):
     earned_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime | None]
     source: Mapped[str] = mapped_column(String(64))
+    # The entry that earned it, and when its "points expiring" trigger was emitted.
+    entry_id: Mapped[int | None] = mapped_column(BigInteger)
+    expiry_notified_at: Mapped[dt.datetime | None]
 
-    __table_args__ = (Index(None, "member_id", "expires_at"),)
+    __table_args__ = (
+        Index(None, "member_id", "expires_at"),
+        Index(None, "expires_at", "remaining"),
+        Index(None, "entry_id"),
+    )
+
+
+class PointsKind(enum.StrEnum):
+    EARN = "earn"
+    SPEND = "spend"
+    ADJUST = "adjust"
+    EXPIRE = "expire"
+    REFUND = "refund"  # points of a refunded order taken back
+
+
+class PointsEntry(Base):
+    """One movement of a member's points, appended, never changed: the journal the
+    balance and the lots can be rebuilt from."""
+
+    __tablename__ = "points_entries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    kind: Mapped[PointsKind]
+    points: Mapped[int]  # signed: earned > 0, spent or expired < 0
+    reason: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(64))  # order, review, api, expiry...
+    source_ref: Mapped[str | None] = mapped_column(String(128))  # e.g. the event id
+    # Unique: "event:<event id>" or "api:<member id>:<client key>", so a retry is a no-op.
+    dedup_key: Mapped[str | None] = mapped_column(String(300), unique=True)
+    at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime | None]  # of the lot an earning makes
+    actor: Mapped[str] = mapped_column(String(320))
+
+    __table_args__ = (Index(None, "member_id", "at"),)
 
 
 class BenefitKind(enum.StrEnum):

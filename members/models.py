@@ -12,9 +12,9 @@ from members.lifecycle import (
     TierChange,
     Trigger,
 )
-from members.loyalty import BenefitGrant, BenefitKind, PointsLot
+from members.loyalty import BenefitGrant, BenefitKind, PointsEntry, PointsKind, PointsLot
 from members.member import Channel, ConsentRecord, Member
-from members.programme import ProgrammeSetting
+from members.programme import Cursor, ProgrammeSetting
 
 __all__ = [
     "AuditEntry",
@@ -22,11 +22,14 @@ __all__ = [
     "BenefitKind",
     "Channel",
     "ConsentRecord",
+    "Cursor",
     "Event",
     "IngestCount",
     "LifecycleRun",
     "Member",
     "MemberFeatures",
+    "PointsEntry",
+    "PointsKind",
     "PointsLot",
     "ProgrammeSetting",
     "Stage",

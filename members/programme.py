@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import String
+from sqlalchemy import BigInteger, String
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from members import audit
@@ -22,6 +22,17 @@ class ProgrammeSetting(Base):
     version: Mapped[int]
     updated_at: Mapped[dt.datetime]
     updated_by: Mapped[str] = mapped_column(String(320))
+
+
+class Cursor(Base):
+    """How far a periodic pass over an append-only table has got (e.g. the points
+    earned from events: the last event id it took)."""
+
+    __tablename__ = "cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime]
 
 
 def load(session: Session, key: str) -> ProgrammeSetting | None:
