@@ -464,10 +464,12 @@ def notify_expiring(session: Session, now: dt.datetime, notice_days: int) -> int
         .where(soon)
         .group_by(lot.member_id)
     )
-    columns = ["kind", "member_id", "at", "value", "source_type", "source_id"]
-    result = session.execute(insert(_triggers).from_select(columns, members))
-    session.execute(update(_lots).where(soon).values(expiry_notified_at=now))
-    return result.rowcount or 0
+    reminded = session.scalar(select(func.count(lot.member_id.distinct())).where(soon)) or 0
+    if reminded:
+        columns = ["kind", "member_id", "at", "value", "source_type", "source_id"]
+        session.execute(insert(_triggers).from_select(columns, members))
+        session.execute(update(_lots).where(soon).values(expiry_notified_at=now))
+    return reminded
 
 
 @dataclasses.dataclass(frozen=True)

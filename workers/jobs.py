@@ -10,7 +10,7 @@ from typing import ParamSpec, TypeVar
 from app import clock, uploads
 from app.extensions import db
 from app.redis_client import get_redis
-from members import ingest, lifecycle_run
+from members import ingest, lifecycle_run, points
 from workers import runtime
 from workers.heartbeat import record_heartbeat
 
@@ -83,6 +83,21 @@ def _lifecycle(full: bool) -> str:
         db.session.rollback()
         return "skipped: another lifecycle run is in progress"
     return f"{result.kind.value}: {result.members} members, {result.changed} changed stage"
+
+
+@job
+def points_tick() -> str:
+    """Points for new events, lots expired, "points expiring" reminders (every minute)."""
+    timezone = runtime.current().config["TENURE_SETTINGS"].timezone
+    try:
+        result = points.tick(db.session, now=clock.now(), timezone=timezone)
+    except points.PointsBusy:
+        db.session.rollback()
+        return "skipped: another points tick is in progress"
+    return (
+        f"{result.events} events, {result.earned} points earned, "
+        f"{result.expired_lots} lots expired, {result.reminders} reminders"
+    )
 
 
 @job

@@ -40,7 +40,7 @@ class AwareDateTime(fields.AwareDateTime):
     """ISO 8601 with an offset; a naive time is refused, not guessed."""
 
     default_error_messages: ClassVar[dict[str, str]] = {
-        "naive": "Give a time zone offset, e.g. 2026-11-23T10:00:00+08:00.",
+        "invalid_awareness": "Give a time zone offset, e.g. 2026-11-23T10:00:00+08:00.",
     }
 
 

@@ -126,3 +126,34 @@ def test_the_lifecycle_jobs_give_members_a_stage(redis, app, session):
     assert _run(redis, jobs.lifecycle_full).return_value() == "full: 1 members, 0 changed stage"
     kinds = session.scalars(select(LifecycleRun.kind).order_by(LifecycleRun.id)).all()
     assert kinds == [RunKind.FULL, RunKind.FULL]
+
+
+def test_the_points_tick_earns_for_orders(redis, app, session):
+    import datetime as dt
+    from decimal import Decimal
+
+    from members.event import Event
+    from members.member import Member
+
+    at = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+    app.config["TENURE_CLOCK"] = lambda: at
+    member = Member(external_id="buyer", joined_at=at)
+    session.add(member)
+    session.flush()
+    session.add(
+        Event(
+            event_id="o-1",
+            member_id=member.id,
+            type="order",
+            occurred_at=at - dt.timedelta(hours=1),
+            received_at=at - dt.timedelta(hours=1),
+            properties={},
+            amount=Decimal("88.80"),
+            currency="CNY",
+        )
+    )
+    session.commit()
+    job = _run(redis, jobs.points_tick)
+    assert job.return_value() == "1 events, 88 points earned, 0 lots expired, 0 reminders"
+    session.refresh(member)
+    assert member.points_balance == 88
