@@ -16,7 +16,7 @@ from app.api.auth import BEARER_DOC, api_actor, require_scope
 from app.api.blueprint import Blueprint
 from app.auth.models import Scope
 from app.extensions import db
-from members import programme, stages, tiers
+from members import points, programme, stages, tiers
 from members.errors import InvalidFields
 from members.lifecycle import Stage
 
@@ -325,3 +325,104 @@ class TierLadderView(MethodView):
             _invalid(exc)
         _save(tiers.save, ladder, body["version"])
         return _current(tiers)
+
+
+# --- the points rules ----------------------------------------------------------------
+
+POINTS_EXAMPLE: dict[str, Any] = {
+    **points.PointsRules().as_dict(),
+    "bonus_days": [{"day": "2026-11-11", "multiplier": 2}],
+}
+
+
+class BonusDaySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    day = fields.Date(required=True, metadata={"example": "2026-11-11"})
+    multiplier = StrictInteger(required=True, metadata={"example": 2})
+
+
+class PointsRulesSchema(Schema):
+    per_yuan = fields.Decimal(
+        required=True,
+        as_string=True,
+        allow_nan=False,
+        metadata={"type": "string", "description": "Points per yuan of an order", "example": "1"},
+    )
+    per_event = fields.Dict(
+        keys=fields.Str(metadata={"enum": list(points.EVENT_POINTS)}),
+        values=StrictInteger(),
+        required=True,
+        metadata={"description": "Points for each review, share, check-in, referral"},
+    )
+    bonus_days = fields.List(
+        fields.Nested(BonusDaySchema),
+        required=True,
+        metadata={"description": "Days (programme calendar) whose orders earn more"},
+    )
+    birthday_multiplier = StrictInteger(
+        required=True, metadata={"description": "For orders on the member's birthday"}
+    )
+    expiry_months = StrictInteger(
+        required=True, metadata={"description": "Lots expire this long after earning; 0: never"}
+    )
+    notice_days = StrictInteger(
+        required=True,
+        metadata={"description": "The points.expiring trigger fires this long before"},
+    )
+
+
+PointsRulesIn = type(
+    "PointsRulesIn",
+    (PointsRulesSchema,),
+    {"Meta": type("Meta", (), {"unknown": RAISE}), **_VERSION_FIELDS},
+)
+
+
+class BonusDayOut(Schema):
+    day = fields.Str(metadata={"format": "date", "example": "2026-11-11"})
+    multiplier = fields.Int(metadata={"example": 2})
+
+
+class PointsRulesOut(PointsRulesSchema):
+    bonus_days = fields.List(fields.Nested(BonusDayOut))
+    version = fields.Int(metadata={"description": "0 until first changed"})
+    updated_at = fields.DateTime(allow_none=True)
+    updated_by = fields.Str(allow_none=True)
+
+
+@blp.route("/points-rules")
+class PointsRulesView(MethodView):
+    @require_scope(Scope.READ, Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.response(200, PointsRulesOut)
+    def get(self):
+        """How members earn points, and when points expire."""
+        return _current(points)
+
+    @require_scope(Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.arguments(PointsRulesIn, example=POINTS_EXAMPLE)
+    @blp.response(200, PointsRulesOut)
+    @blp.alt_response(409, response="CONFLICT")
+    def put(self, body):
+        """Replace the points rules. They apply to events stored from now on; lots
+        already earned keep their expiry."""
+        document = {
+            "per_yuan": str(body["per_yuan"]),
+            "per_event": body["per_event"],
+            "bonus_days": [
+                {"day": b["day"].isoformat(), "multiplier": b["multiplier"]}
+                for b in body["bonus_days"]
+            ],
+            "birthday_multiplier": body["birthday_multiplier"],
+            "expiry_months": body["expiry_months"],
+            "notice_days": body["notice_days"],
+        }
+        try:
+            rules = points.parse(document)
+        except InvalidFields as exc:
+            _invalid(exc)
+        _save(points.save, rules, body["version"])
+        return _current(points)

@@ -199,3 +199,27 @@ def test_the_tier_ladder_reads_replaces_and_names_bad_fields(client, writer, ses
     stale = client.put(LADDER, json={**body, "version": 0}, headers=writer)
     assert stale.status_code == 409
     assert client.get(LADDER, headers=writer).get_json()["version"] == 1
+
+
+POINTS = "/api/v1/settings/points-rules"
+
+
+def test_points_rules_read_replace_and_name_bad_fields(client, writer, session):
+    body = client.get(POINTS, headers=writer).get_json()
+    assert body["per_yuan"] == "1" and body["expiry_months"] == 12 and body["version"] == 0
+    assert body["per_event"] == {"review": 10, "share": 5, "checkin": 1, "referral": 50}
+    body["bonus_days"] = [
+        {"day": "2026-11-11", "multiplier": 2},
+        {"day": "2026-06-18", "multiplier": 2},
+    ]
+    body["per_yuan"] = "0.5"
+    saved = client.put(POINTS, json=body, headers=writer)
+    assert saved.status_code == 200, saved.get_json()
+    assert [b["day"] for b in saved.get_json()["bonus_days"]] == ["2026-06-18", "2026-11-11"]
+    assert saved.get_json()["per_yuan"] == "0.5"
+    bad = {**body, "version": 1, "expiry_months": -1, "per_event": {"like": 3}}
+    errors = _fields(client.put(POINTS, json=bad, headers=writer))
+    assert "expiry_months" in errors and any(k.startswith("per_event") for k in errors)
+    late = {**body, "version": 1, "bonus_days": [{"day": "2026-11-11", "multiplier": 11}]}
+    assert "bonus_days.0.multiplier" in _fields(client.put(POINTS, json=late, headers=writer))
+    assert client.get(POINTS, headers=writer).get_json()["version"] == 1
