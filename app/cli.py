@@ -366,8 +366,10 @@ def _summary(result: lifecycle_run.RunResult) -> str:
         f"{stage.value} {count:,}" for stage, count in sorted(result.entered.items())
     )
     moved = f": {entered}" if entered else ""
+    tiers = ", ".join(f"{key} {n:,}" for key, n in sorted(result.tiers_entered.items()))
+    climbed = f"; {sum(result.tiers_entered.values()):,} changed tier: {tiers}" if tiers else ""
     return (
         f"{result.kind.value.capitalize()} run as of {result.as_of:%Y-%m-%d %H:%M:%S %Z}: "
-        f"{result.members:,} members looked at, {result.changed:,} changed stage{moved} "
-        f"({result.seconds:.1f} s)"
+        f"{result.members:,} members looked at, {result.changed:,} changed stage{moved}"
+        f"{climbed} ({result.seconds:.1f} s)"
     )

@@ -9,6 +9,7 @@ from app.web import (  # noqa: E402, F401  (routes register on bp)
     data_in,
     home,
     imports,
+    points,
     settings,
     stages,
     tiers,
