@@ -173,29 +173,8 @@ def _bonus_days(value: Any, errors: dict[str, str]) -> tuple[BonusDay, ...]:
     return tuple(sorted(days.values(), key=lambda b: b.day))
 
 
-def load(session: Session) -> tuple[PointsRules, int]:
-    row = programme.load(session, SETTING_KEY)
-    if row is None:
-        return PointsRules(), 0
-    return parse(row.value), row.version
-
-
-def save(
-    session: Session,
-    rules: PointsRules,
-    *,
-    actor: str,
-    now: dt.datetime,
-    expected_version: int | None = None,
-) -> programme.ProgrammeSetting | None:
-    return programme.save(
-        session,
-        SETTING_KEY,
-        rules.as_dict(),
-        actor=actor,
-        now=now,
-        expected_version=expected_version,
-    )
+SETTING = programme.Document(SETTING_KEY, parse, PointsRules())
+load, save = SETTING.load, SETTING.save
 
 
 # --- one member's movements ---------------------------------------------------------
@@ -425,19 +404,23 @@ def expire_due(session: Session, now: dt.datetime, *, member_id: int | None = No
     ).where(due)
     columns = ["member_id", "kind", "points", "reason", "source", "source_ref", "at", "actor"]
     session.execute(insert(_entries).from_select(columns, expired))
+    _add_to_balances(session, lot.member_id, -lot.remaining, due)
+    session.execute(update(_lots).where(due).values(remaining=0))
+    return count
+
+
+def _add_to_balances(session: Session, member_id: Any, points: Any, rows: Any) -> None:
+    """Add to each member's balance the sum of ``points`` over the ``rows`` that are
+    theirs (one UPDATE; ``member_id`` and ``points`` are columns of those rows)."""
     m = _members.c
-    lost = (
-        select(func.coalesce(func.sum(lot.remaining), 0))
-        .where(due, lot.member_id == m.id)
-        .scalar_subquery()
+    total = (
+        select(func.coalesce(func.sum(points), 0)).where(rows, member_id == m.id).scalar_subquery()
     )
     session.execute(
         update(_members)
-        .where(m.id.in_(select(lot.member_id).where(due)))
-        .values(points_balance=m.points_balance - lost, updated_at=m.updated_at)
+        .where(m.id.in_(select(member_id).where(rows)))
+        .values(points_balance=m.points_balance + total, updated_at=m.updated_at)
     )
-    session.execute(update(_lots).where(due).values(remaining=0))
-    return count
 
 
 def notify_expiring(session: Session, now: dt.datetime, notice_days: int) -> int:
@@ -613,17 +596,7 @@ def _lots_for(session: Session, entry_ids: list[int]) -> int:
     )
     columns = ["member_id", "points", "remaining", "earned_at", "expires_at", "source", "entry_id"]
     session.execute(insert(_lots).from_select(columns, made))
-    m = _members.c
-    gained = (
-        select(func.coalesce(func.sum(en.points), 0))
-        .where(ours, en.member_id == m.id)
-        .scalar_subquery()
-    )
-    session.execute(
-        update(_members)
-        .where(m.id.in_(select(en.member_id).where(ours)))
-        .values(points_balance=m.points_balance + gained, updated_at=m.updated_at)
-    )
+    _add_to_balances(session, en.member_id, en.points, ours)
     return session.scalar(select(func.coalesce(func.sum(en.points), 0)).where(ours)) or 0
 
 

@@ -4,8 +4,10 @@ audit entry holding what it was and what it became."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import BigInteger, String
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -82,3 +84,49 @@ def save(
     )
     session.flush()
     return row
+
+
+class _AsDict(Protocol):
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+T = TypeVar("T", bound=_AsDict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Document(Generic[T]):
+    """One setting: where it is stored, how a stored document is read back, and what
+    is in force until someone changes it."""
+
+    key: str
+    parse: Callable[[Mapping[str, Any]], T]
+    default: T
+
+    def load(self, session: Session) -> tuple[T, int]:
+        """The value in force and its version (0: the default, never edited)."""
+        row = load(session, self.key)
+        if row is None:
+            return self.default, 0
+        return self.parse(row.value), row.version
+
+    def save(
+        self,
+        session: Session,
+        value: T,
+        *,
+        actor: str,
+        now: dt.datetime,
+        expected_version: int | None = None,
+    ) -> ProgrammeSetting | None:
+        """A new version (in the audit log), or None when nothing changed."""
+        return save(
+            session,
+            self.key,
+            value.as_dict(),
+            actor=actor,
+            now=now,
+            expected_version=expected_version,
+        )
+
+    def row(self, session: Session) -> ProgrammeSetting | None:
+        return load(session, self.key)

@@ -37,7 +37,6 @@ not, and then dormant matches as long as dormant starts no later than active end
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 from collections.abc import Mapping
 from decimal import Decimal
@@ -155,32 +154,10 @@ def _check_coverage(v: dict[str, int], errors: dict[str, str]) -> None:
         )
 
 
-def load(session: Session) -> tuple[StageRules, int]:
-    """The stage rules in force and their version (0: the defaults, never edited)."""
-    row = programme.load(session, SETTING_KEY)
-    if row is None:
-        return StageRules(), 0
-    return parse(row.value), row.version
-
-
-def save(
-    session: Session,
-    rules: StageRules,
-    *,
-    actor: str,
-    now: dt.datetime,
-    expected_version: int | None = None,
-) -> programme.ProgrammeSetting | None:
-    """Store new rules (a version in the audit log); None when nothing changed. They
-    apply from the next lifecycle run."""
-    return programme.save(
-        session,
-        SETTING_KEY,
-        rules.as_dict(),
-        actor=actor,
-        now=now,
-        expected_version=expected_version,
-    )
+SETTING = programme.Document(SETTING_KEY, parse, StageRules())
+# The rules in force and their version; save() stores new rules, which apply from the
+# next lifecycle run.
+load, save = SETTING.load, SETTING.save
 
 
 def vip_threshold(session: Session, rules: StageRules) -> Decimal | None:

@@ -194,29 +194,8 @@ def _check_ladder(levels: list[Level], errors: dict[str, str]) -> None:
             previous = (index, value)
 
 
-def load(session: Session) -> tuple[TierLadder, int]:
-    row = programme.load(session, SETTING_KEY)
-    if row is None:
-        return DEFAULT_LADDER, 0
-    return parse(row.value), row.version
-
-
-def save(
-    session: Session,
-    ladder: TierLadder,
-    *,
-    actor: str,
-    now: dt.datetime,
-    expected_version: int | None = None,
-) -> programme.ProgrammeSetting | None:
-    return programme.save(
-        session,
-        SETTING_KEY,
-        ladder.as_dict(),
-        actor=actor,
-        now=now,
-        expected_version=expected_version,
-    )
+SETTING = programme.Document(SETTING_KEY, parse, DEFAULT_LADDER)
+load, save = SETTING.load, SETTING.save
 
 
 # --- the set-based pass -------------------------------------------------------------

@@ -198,11 +198,11 @@ def _invalid(exc: InvalidFields) -> None:
     abort(422, errors={"json": {field: [message] for field, message in exc.errors.items()}})
 
 
-def _current(setting: Any) -> dict[str, Any]:
-    """A setting's document as in force, with its version (``setting``: the module that
-    owns it, with ``load`` and ``SETTING_KEY``)."""
-    value, version = setting.load(db.session)
-    row = programme.load(db.session, setting.SETTING_KEY)
+def _current(owner: Any) -> dict[str, Any]:
+    """A setting's document as in force, with its version (``owner``: the module that
+    owns it, holding its ``SETTING``)."""
+    value, version = owner.SETTING.load(db.session)
+    row = owner.SETTING.row(db.session)
     return {
         **value.as_dict(),
         "version": version,

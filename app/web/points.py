@@ -6,21 +6,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import flash, redirect, render_template, url_for
+from flask import redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_login import current_user, login_required
+from flask_login import login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from wtforms import DecimalField, IntegerField, TextAreaField
 from wtforms.validators import InputRequired, NumberRange
 
-from app import clock
 from app.auth.web import role_required
 from app.extensions import db
 from app.web import bp
-from app.web.stages import EDITORS
-from members import points, programme
+from app.web import programme as programme_pages
+from members import points
 from members.errors import InvalidFields
 from members.member import Member
 
@@ -127,7 +126,7 @@ def points_rules():
 
 
 @bp.post("/settings/points")
-@role_required(*EDITORS)
+@role_required(*programme_pages.EDITORS)
 def save_points_rules():
     form = PointsRulesForm()
     if not form.validate_on_submit():
@@ -137,19 +136,7 @@ def save_points_rules():
     except InvalidFields as exc:
         form.show(exc.errors)
         return _render(form, status=400)
-    saved = points.save(db.session, rules, actor=f"user:{current_user.email}", now=clock.now())
-    db.session.commit()
-    if saved is None:
-        flash(_("Nothing changed: these are the rules in force."), "info")
-    else:
-        flash(
-            _(
-                "Saved as version %(v)d. Events from now on earn by these rules; points "
-                "already earned keep their expiry.",
-                v=saved.version,
-            ),
-            "success",
-        )
+    programme_pages.save(points.SETTING, rules, rerun=False)
     return redirect(url_for("web.points_rules"))
 
 
@@ -165,8 +152,8 @@ def _render(form: PointsRulesForm, status: int = 200):
             form=form,
             holders=totals[0],
             outstanding=totals[1],
-            setting=programme.load(db.session, points.SETTING_KEY),
-            can_edit=current_user.role in EDITORS,
+            setting=points.SETTING.row(db.session),
+            can_edit=programme_pages.can_edit(),
         ),
         status,
     )

@@ -5,32 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, redirect, render_template, request, url_for
-from flask_babel import gettext as _
+from flask import redirect, render_template, request, url_for
 from flask_babel import lazy_gettext as _l
-from flask_login import current_user, login_required
+from flask_login import login_required
 from flask_wtf import FlaskForm
-from redis import RedisError
-from rq import Queue
 from sqlalchemy import func, select
 from wtforms import IntegerField, SelectField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, NumberRange
 
-from app import clock
-from app.auth.models import Role
 from app.auth.web import role_required
 from app.extensions import db
-from app.redis_client import get_redis
-from app.redis_server import EmbeddedRedisError
 from app.web import bp
-from members import programme, stages
+from app.web import programme as programme_pages
+from members import stages
 from members.errors import InvalidFields
 from members.lifecycle import LifecycleRun, Stage
 from members.member import Member
-from workers import jobs, queues
 
-EDITORS = (Role.ADMIN, Role.MARKETER)
 STAGE_NAMES = {
     Stage.NEW: _l("New"),
     Stage.ACTIVE: _l("Active"),
@@ -126,7 +118,7 @@ def stage_rules():
 
 
 @bp.post("/settings/stages")
-@role_required(*EDITORS)
+@role_required(*programme_pages.EDITORS)
 def save_stage_rules():
     form = StageRulesForm()
     if not form.validate_on_submit():
@@ -138,38 +130,8 @@ def save_stage_rules():
         return _render(form, status=400)
     if request.form.get("action") == "preview":
         return _render(form, preview=stages.preview(db.session, rules))
-    saved = stages.save(db.session, rules, actor=f"user:{current_user.email}", now=clock.now())
-    db.session.commit()
-    if saved is None:
-        flash(_("Nothing changed: these are the rules in force."), "info")
-    elif enqueue_full_run():
-        flash(
-            _(
-                "Saved as version %(v)d. A full lifecycle run has been queued: members "
-                "move to their new stages within minutes.",
-                v=saved.version,
-            ),
-            "success",
-        )
-    else:
-        flash(
-            _(
-                "Saved as version %(v)d. The background workers cannot be reached: the "
-                "rules apply from the next lifecycle run.",
-                v=saved.version,
-            ),
-            "warning",
-        )
+    programme_pages.save(stages.SETTING, rules, rerun=True)
     return redirect(url_for("web.stage_rules"))
-
-
-def enqueue_full_run() -> bool:
-    """Queue a full lifecycle run (after the rules changed); False if Redis is down."""
-    try:
-        Queue(queues.LOW, connection=get_redis()).enqueue(jobs.lifecycle_full)
-    except (RedisError, EmbeddedRedisError, OSError):
-        return False
-    return True
 
 
 def _render(form: StageRulesForm, status: int = 200, preview: dict | None = None):
@@ -181,7 +143,7 @@ def _render(form: StageRulesForm, status: int = 200, preview: dict | None = None
     )
     current.update(dict(rows.all()))
     last_run = db.session.scalars(select(LifecycleRun).order_by(LifecycleRun.id.desc())).first()
-    setting = programme.load(db.session, stages.SETTING_KEY)
+    setting = stages.SETTING.row(db.session)
     return (
         render_template(
             "stage_rules.html",
@@ -192,7 +154,7 @@ def _render(form: StageRulesForm, status: int = 200, preview: dict | None = None
             setting=setting,
             names=STAGE_NAMES,
             order=[*stages.RANKED[:-1], Stage.DORMANT, Stage.LAPSED],
-            can_edit=current_user.role in EDITORS,
+            can_edit=programme_pages.can_edit(),
         ),
         status,
     )

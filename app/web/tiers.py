@@ -7,22 +7,20 @@ import dataclasses
 from decimal import Decimal
 from typing import Any
 
-from flask import flash, redirect, render_template, url_for
-from flask_babel import gettext as _
+from flask import redirect, render_template, url_for
 from flask_babel import lazy_gettext as _l
-from flask_login import current_user, login_required
+from flask_login import login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from wtforms import DecimalField, FieldList, Form, FormField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
-from app import clock
 from app.auth.web import role_required
 from app.extensions import db
 from app.web import bp
-from app.web.stages import EDITORS, enqueue_full_run
-from members import programme, tiers
+from app.web import programme as programme_pages
+from members import tiers
 from members.errors import InvalidFields
 from members.member import Member
 
@@ -118,7 +116,7 @@ def tier_ladder():
 
 
 @bp.post("/settings/tiers")
-@role_required(*EDITORS)
+@role_required(*programme_pages.EDITORS)
 def save_tier_ladder():
     form = TierLadderForm()
     if not form.validate_on_submit():
@@ -128,28 +126,7 @@ def save_tier_ladder():
     except InvalidFields as exc:
         form.show(exc.errors)
         return _render(form, status=400)
-    saved = tiers.save(db.session, ladder, actor=f"user:{current_user.email}", now=clock.now())
-    db.session.commit()
-    if saved is None:
-        flash(_("Nothing changed: this is the ladder in force."), "info")
-    elif enqueue_full_run():
-        flash(
-            _(
-                "Saved as version %(v)d. A full lifecycle run has been queued: members move "
-                "to their new levels within minutes.",
-                v=saved.version,
-            ),
-            "success",
-        )
-    else:
-        flash(
-            _(
-                "Saved as version %(v)d. The background workers cannot be reached: members "
-                "move at the next lifecycle run.",
-                v=saved.version,
-            ),
-            "warning",
-        )
+    programme_pages.save(tiers.SETTING, ladder, rerun=True)
     return redirect(url_for("web.tier_ladder"))
 
 
@@ -166,8 +143,8 @@ def _render(form: TierLadderForm, status: int = 200):
             form=form,
             ladder=ladder,
             counts=dict(rows.all()),
-            setting=programme.load(db.session, tiers.SETTING_KEY),
-            can_edit=current_user.role in EDITORS,
+            setting=tiers.SETTING.row(db.session),
+            can_edit=programme_pages.can_edit(),
         ),
         status,
     )
