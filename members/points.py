@@ -472,6 +472,7 @@ CURSOR = "points.events"
 SETTLE = dt.timedelta(minutes=1)
 LOCK_KEY = 0x7465_6E75_7265_5054  # "tenurePT"
 EVENTS_PER_PASS = 50_000
+EVENTS_PER_TICK = 500_000
 
 
 def tick(session: Session, *, now: dt.datetime, timezone: str) -> TickResult:
@@ -484,7 +485,9 @@ def tick(session: Session, *, now: dt.datetime, timezone: str) -> TickResult:
         cursor = programme.Cursor(name=CURSOR, position=0, updated_at=now)
         session.add(cursor)
     events, earned = 0, 0
-    settled = _settled(session, now)
+    # A backlog (the first tick after importing years of events) is worked off over
+    # several ticks, each short enough to commit well within a job's time limit.
+    settled = min(_settled(session, now), cursor.position + EVENTS_PER_TICK)
     while cursor.position < settled:
         upto = min(settled, cursor.position + EVENTS_PER_PASS)
         seen, gained = earn_from_events(

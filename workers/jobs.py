@@ -15,6 +15,8 @@ from workers import runtime
 from workers.heartbeat import record_heartbeat
 
 COUNTS_KEPT = dt.timedelta(days=400)
+# A full lifecycle run over millions of members takes minutes, not RQ's default 180 s.
+FULL_RUN_TIMEOUT = 3600
 P = ParamSpec("P")
 R = TypeVar("R")
 

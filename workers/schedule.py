@@ -17,6 +17,7 @@ class Periodic:
     queue: str
     interval: int | None = None
     cron: str | None = None
+    timeout: int | None = None  # seconds; RQ's default (180) when None
 
 
 PERIODIC: tuple[Periodic, ...] = (
@@ -26,7 +27,7 @@ PERIODIC: tuple[Periodic, ...] = (
     Periodic(jobs.lifecycle_incremental, queues.DEFAULT, interval=60),
     Periodic(jobs.points_tick, queues.DEFAULT, interval=60),
     # RQ's cron reads UTC: 18:30 UTC is 02:30 in China, the quietest hour of a shop.
-    Periodic(jobs.lifecycle_full, queues.LOW, cron="30 18 * * *"),
+    Periodic(jobs.lifecycle_full, queues.LOW, cron="30 18 * * *", timeout=jobs.FULL_RUN_TIMEOUT),
 )
 
 
@@ -37,6 +38,7 @@ def register_all(scheduler: CronScheduler) -> None:
             queue_name=item.queue,
             interval=item.interval,
             cron=item.cron,
+            job_timeout=item.timeout,
             name=item.func.__name__,
         )
 

@@ -1,26 +1,41 @@
-"""The points rules page: what members earn per yuan and per action, double-points
-days and the birthday multiplier, and when points expire."""
+"""The points pages: the rules (what members earn per yuan and per action, bonus
+days and the birthday multiplier, when points expire), and a member's points, where
+marketers add or deduct points with a reason."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import secrets
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from flask import redirect, render_template, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import format_number
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_login import login_required
+from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
-from wtforms import DecimalField, IntegerField, TextAreaField
-from wtforms.validators import InputRequired, NumberRange
+from wtforms import (
+    DateField,
+    DecimalField,
+    HiddenField,
+    IntegerField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
+from app import clock
 from app.auth.web import role_required
 from app.extensions import db
 from app.web import bp
 from app.web import programme as programme_pages
 from members import points
-from members.errors import InvalidFields
+from members.errors import InvalidField, InvalidFields
+from members.fields import mask_phone
+from members.loyalty import PointsEntry
 from members.member import Member
 
 _BONUS_LINE = re.compile(r"^\s*(\S+)\s*[x×*]?\s*(\S+)?\s*$")
@@ -153,6 +168,125 @@ def _render(form: PointsRulesForm, status: int = 200):
             holders=totals[0],
             outstanding=totals[1],
             setting=points.SETTING.row(db.session),
+            can_edit=programme_pages.can_edit(),
+        ),
+        status,
+    )
+
+
+class AdjustForm(FlaskForm):
+    points = IntegerField(
+        _l("Points"),
+        validators=[InputRequired(message=_l("Enter a whole number."))],
+        description=_l(
+            "Positive to add, negative to deduct (the points closest to expiring go first)."
+        ),
+    )
+    reason = StringField(
+        _l("Reason"),
+        validators=[
+            InputRequired(message=_l("Say why: it goes into the member's ledger.")),
+            Length(max=200),
+        ],
+        description=_l("e.g. 客服补偿 (service compensation) or 兑换礼品 (gift redeemed)"),
+    )
+    expires_on = DateField(
+        _l("Expires on"),
+        validators=[Optional()],
+        description=_l("For points added; empty: the rules' expiry."),
+    )
+    # Made when the form is shown: submitting it twice moves points once.
+    idempotency_key = HiddenField(validators=[InputRequired(), Length(max=128)])
+
+
+@bp.get("/members/points")
+@login_required
+def find_member_points():
+    external_id = (request.args.get("external_id") or "").strip()
+    if not external_id:
+        return redirect(url_for("web.points_rules"))
+    return redirect(url_for("web.member_points", external_id=external_id))
+
+
+@bp.get("/members/<string(maxlength=128):external_id>/points")
+@login_required
+def member_points(external_id: str):
+    member = _member_or_404(external_id)
+    form = AdjustForm(data={"idempotency_key": secrets.token_urlsafe(16)})
+    return _render_member(member, form)
+
+
+@bp.post("/members/<string(maxlength=128):external_id>/points")
+@role_required(*programme_pages.EDITORS)
+def adjust_member_points(external_id: str):
+    member = _member_or_404(external_id)
+    form = AdjustForm()
+    if not form.validate_on_submit():
+        return _render_member(member, form, status=400)
+    now = clock.now()
+    expires_at = None
+    if form.expires_on.data is not None:
+        zone = ZoneInfo(current_app.config["TENURE_SETTINGS"].timezone)
+        # The end of that day in the programme's calendar.
+        expires_at = dt.datetime.combine(form.expires_on.data, dt.time.max, zone)
+    rules, _version = points.load(db.session)
+    try:
+        outcome = points.adjust(
+            db.session,
+            member,
+            form.points.data,
+            reason=form.reason.data.strip(),
+            now=now,
+            rules=rules,
+            actor=f"user:{current_user.email}",
+            key=form.idempotency_key.data,
+            expires_at=expires_at,
+        )
+        db.session.commit()
+    except InvalidField as exc:
+        db.session.rollback()
+        field = form.expires_on if exc.field == "expires_at" else form.points
+        field.errors = [*field.errors, exc.message]
+        return _render_member(member, form, status=400)
+    except points.KeyReused:
+        db.session.rollback()
+        flash(_("This form was already sent with other values: nothing changed."), "error")
+        return redirect(url_for("web.member_points", external_id=external_id))
+    if not outcome.replayed:
+        flash(
+            _(
+                "%(p)+d points: the balance is now %(b)s.",
+                p=outcome.entry.points,
+                b=format_number(outcome.balance),
+            ),
+            "success",
+        )
+    return redirect(url_for("web.member_points", external_id=external_id))
+
+
+def _member_or_404(external_id: str) -> Member:
+    member = db.session.scalar(select(Member).where(Member.external_id == external_id))
+    if member is None:
+        abort(404)
+    return member
+
+
+def _render_member(member: Member, form: AdjustForm, status: int = 200):
+    now = clock.now()
+    entries = db.session.scalars(
+        select(PointsEntry)
+        .where(PointsEntry.member_id == member.id)
+        .order_by(PointsEntry.at.desc(), PointsEntry.id.desc())
+        .limit(50)
+    ).all()
+    return (
+        render_template(
+            "member_points.html",
+            member=member,
+            phone=mask_phone(member.phone),
+            lots=points.live_lots(db.session, member.id, now),
+            entries=entries,
+            form=form,
             can_edit=programme_pages.can_edit(),
         ),
         status,

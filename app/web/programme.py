@@ -55,7 +55,9 @@ def save(setting: programme.Document, value, *, rerun: bool) -> None:
 
 def _enqueue_full_run() -> bool:
     try:
-        Queue(queues.LOW, connection=get_redis()).enqueue(jobs.lifecycle_full)
+        Queue(queues.LOW, connection=get_redis()).enqueue(
+            jobs.lifecycle_full, job_timeout=jobs.FULL_RUN_TIMEOUT
+        )
     except (RedisError, EmbeddedRedisError, OSError):
         return False
     return True
