@@ -54,7 +54,7 @@ LOCK_KEY = 0x7465_6E75_7265_4C43  # "tenureLC"
 
 STAGE_ENTERED, STAGE_EXITED = "stage.entered", "stage.exited"
 # The steps a run reports to ``progress`` as it finishes each, in order.
-STEPS = ("members", "features", "stages", "triggers")
+STEPS = ("members", "features", "stages", "tiers", "history")
 
 _events = Event.__table__
 _members = Member.__table__
@@ -125,15 +125,16 @@ def run(
     stage = stages.expression(rules, record.vip_threshold)
     for chunk in _chunks(scope):
         _record_transitions(session, record, stage, chunk)
-    step("stages")
     entered = _apply(session, record)
+    step("stages")
     promoted = tiers.apply(
         session, run_id=record.id, as_of=as_of, ladder=ladder, chunks=_chunks(scope)
     )
+    step("tiers")
     stage_history.record(
         session, run_id=record.id, as_of=as_of, timezone=timezone, exact=kind is RunKind.FULL
     )
-    step("triggers")
+    step("history")
     record.members = _count_members(session) if scope is None else len(scope)
     record.changed = sum(entered.values())
     record.seconds = round(time.perf_counter() - started, 3)
