@@ -20,7 +20,7 @@ from app import clock, redis_server, uploads
 from app.auth.service import AuthError, create_api_key, create_user
 from app.extensions import db
 from app.redis_client import get_redis
-from members import csv_import, lifecycle_run
+from members import csv_import, lifecycle_run, points
 from members.errors import InvalidField
 from members.fields import parse_time
 from members.lifecycle import Stage
@@ -322,7 +322,8 @@ def lifecycle_group() -> None:
 )
 @with_appcontext
 def lifecycle_run_command(full: bool, as_of_text: str | None) -> None:
-    """Run the lifecycle engine once, and say how many members changed stage."""
+    """Run the lifecycle engine once and say how many members changed stage and tier;
+    then the points tick (points for new events, expiry, reminders)."""
     now = clock.now()
     as_of = None
     if as_of_text is not None:
@@ -333,6 +334,7 @@ def lifecycle_run_command(full: bool, as_of_text: str | None) -> None:
         if as_of > now:
             _fail(f"--as-of: {as_of_text} is in the future")
     steps = lifecycle_run.STEPS
+    timezone = current_app.config["TENURE_SETTINGS"].timezone
     try:
         with click.progressbar(
             length=len(steps), label="Lifecycle", item_show_func=_step, file=sys.stderr
@@ -342,7 +344,7 @@ def lifecycle_run_command(full: bool, as_of_text: str | None) -> None:
                 now=now,
                 as_of=as_of,
                 full=full,
-                timezone=current_app.config["TENURE_SETTINGS"].timezone,
+                timezone=timezone,
                 progress=lambda s: bar.update(1, s),
             )
         db.session.commit()
@@ -355,6 +357,17 @@ def lifecycle_run_command(full: bool, as_of_text: str | None) -> None:
             _fail("another lifecycle run is in progress; run again when it has finished")
         raise
     click.echo(_summary(result))
+    try:
+        ticked = points.tick(db.session, now=now, timezone=timezone)
+        db.session.commit()
+    except points.PointsBusy:
+        db.session.rollback()
+        click.echo("Points: a tick is in progress elsewhere; skipped", err=True)
+        return
+    click.echo(
+        f"Points: {ticked.events:,} new events looked at, {ticked.earned:,} points earned, "
+        f"{ticked.expired_lots:,} lots expired, {ticked.reminders:,} expiry reminders"
+    )
 
 
 def _step(label: str | None) -> str:

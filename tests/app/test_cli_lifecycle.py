@@ -50,6 +50,8 @@ def test_a_run_prints_how_many_members_changed_stage(cli, session, three_members
     ) in result.output
     stages = dict(session.execute(select(Member.external_id, Member.stage)).all())
     assert stages == {"a": Stage.ACTIVE, "b": Stage.DORMANT, "c": Stage.NEW}
+    # Then the points tick: one point per yuan of the two orders.
+    assert "Points: 2 new events looked at, 198 points earned" in result.output
 
     again = cli.invoke(args=["lifecycle", "run"])
     assert again.exit_code == 0, again.output
