@@ -54,7 +54,7 @@ LOCK_KEY = 0x7465_6E75_7265_4C43  # "tenureLC"
 
 STAGE_ENTERED, STAGE_EXITED = "stage.entered", "stage.exited"
 # The steps a run reports to ``progress`` as it finishes each, in order.
-STEPS = ("members", "features", "stages", "tiers", "history")
+STEPS = ("members", "features", "tiers", "stages", "history")
 
 _events = Event.__table__
 _members = Member.__table__
@@ -122,15 +122,16 @@ def run(
         record.vip_threshold = previous.vip_threshold
     else:
         record.vip_threshold = stages.vip_threshold(session, rules)
-    stage = stages.expression(rules, record.vip_threshold)
-    for chunk in _chunks(scope):
-        _record_transitions(session, record, stage, chunk)
-    entered = _apply(session, record)
-    step("stages")
+    # Tiers first: a rule may make the top tier VIP.
     promoted = tiers.apply(
         session, run_id=record.id, as_of=as_of, ladder=ladder, chunks=_chunks(scope)
     )
     step("tiers")
+    stage = stages.expression(rules, record.vip_threshold, ladder.levels[-1].key)
+    for chunk in _chunks(scope):
+        _record_transitions(session, record, stage, chunk)
+    entered = _apply(session, record)
+    step("stages")
     stage_history.record(
         session, run_id=record.id, as_of=as_of, timezone=timezone, exact=kind is RunKind.FULL
     )

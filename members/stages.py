@@ -13,7 +13,8 @@ The default rules (DOMAIN.md), every number editable by marketers:
   ``lapsed_days`` (90);
 - **vip**: the top ``vip_top_percent`` (10%) of current members by spend over the last
   365 days: a percentile recomputed on every run, not a fixed amount (at most that
-  share: members tied at the edge are left out together).
+  share: members tied at the edge are left out together); and, with ``vip_top_tier``,
+  every member on the tier ladder's highest level.
 
 When several rules match, the first stage in ``precedence`` wins. The default order,
 vip > at_risk > active > new > dormant, and why:
@@ -71,6 +72,9 @@ class StageRules:
     dormant_days: int = 30
     lapsed_days: int = 90
     vip_top_percent: int = 10
+    # DOMAIN.md: "top 10% by spend (or highest tier)": members on the ladder's top
+    # level are VIP too.
+    vip_top_tier: bool = False
     precedence: tuple[Stage, ...] = RANKED
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,7 +83,9 @@ class StageRules:
         return data
 
 
-NUMBERS = tuple(f.name for f in dataclasses.fields(StageRules) if f.name != "precedence")
+NUMBERS = tuple(
+    f.name for f in dataclasses.fields(StageRules) if f.name not in ("precedence", "vip_top_tier")
+)
 # The largest value each number may take, beside the general limit on days.
 LIMITS = {"new_max_orders": 1000, "at_risk_visit_percent": 100, "vip_top_percent": 50}
 
@@ -88,7 +94,7 @@ def parse(data: Mapping[str, Any]) -> StageRules:
     """Stage rules from a document (a form or an API body), every field present;
     raises InvalidFields naming each field that is wrong, and why."""
     errors: dict[str, str] = {}
-    unknown = sorted(set(data) - {*NUMBERS, "precedence"})
+    unknown = sorted(set(data) - {*NUMBERS, "precedence", "vip_top_tier"})
     for name in unknown:
         errors[name] = "unknown setting"
     values: dict[str, Any] = {}
@@ -106,11 +112,14 @@ def parse(data: Mapping[str, Any]) -> StageRules:
         else:
             values[name] = value
     precedence = _precedence(data.get("precedence"), errors)
+    top_tier = data.get("vip_top_tier", False)  # absent from documents saved before it
+    if not isinstance(top_tier, bool):
+        errors["vip_top_tier"] = "must be true or false"
     if not errors:
         _check_coverage(values, errors)
     if errors:
         raise InvalidFields(errors)
-    return StageRules(**values, precedence=precedence)
+    return StageRules(**values, precedence=precedence, vip_top_tier=top_tier)
 
 
 def _precedence(value: Any, errors: dict[str, str]) -> tuple[Stage, ...]:
@@ -182,9 +191,12 @@ def vip_threshold(session: Session, rules: StageRules) -> Decimal | None:
     return Decimal(0) if first_out is None else first_out
 
 
-def expression(rules: StageRules, vip_threshold: Decimal | None) -> ColumnElement[str]:
-    """The stage of a row of member_features, as one SQL CASE in precedence order."""
-    f = _features.c
+def expression(
+    rules: StageRules, vip_threshold: Decimal | None, top_tier: str | None = None
+) -> ColumnElement[str]:
+    """The stage of a row of member_features joined to its member, as one SQL CASE in
+    precedence order (``top_tier``: the key of the ladder's highest level)."""
+    f, m = _features.c, _members.c
     since_order = f.days_since_last_order
     # Visits in the last 14 days, as a daily rate, below the set share of the member's
     # own daily rate over the 42 days before; in integers: 14d * 42 * 100 < pct * 42d * 14.
@@ -192,10 +204,11 @@ def expression(rules: StageRules, vip_threshold: Decimal | None) -> ColumnElemen
         f.logins_prev_42d * (rules.at_risk_visit_percent * RECENT_VISITS)
     )
     matches = {
-        Stage.VIP: (
+        Stage.VIP: or_(
             literal(False)
             if vip_threshold is None
-            else and_(f.spend_365d > vip_threshold, f.spend_365d > 0)
+            else and_(f.spend_365d > vip_threshold, f.spend_365d > 0),
+            m.tier == top_tier if rules.vip_top_tier and top_tier else literal(False),
         ),
         Stage.AT_RISK: and_(
             since_order >= rules.at_risk_days, since_order < rules.active_days, visits_fell
@@ -225,10 +238,10 @@ def _value(stage: Stage) -> ColumnElement[str]:
     return literal(stage.value, String(32))
 
 
-def preview(session: Session, rules: StageRules) -> dict[Stage, int]:
+def preview(session: Session, rules: StageRules, top_tier: str | None = None) -> dict[Stage, int]:
     """How many current members each stage would hold under ``rules``, from the
-    features of the last run (nothing is written)."""
-    stage = expression(rules, vip_threshold(session, rules)).label("stage")
+    features and tiers of the last run (nothing is written)."""
+    stage = expression(rules, vip_threshold(session, rules), top_tier).label("stage")
     f, m = _features.c, _members.c
     rows = session.execute(
         select(stage, func.count())

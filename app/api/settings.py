@@ -67,6 +67,10 @@ def _rule_fields(required: bool) -> dict[str, fields.Field]:
             "example": RULES_EXAMPLE["precedence"],
         },
     )
+    made["vip_top_tier"] = fields.Bool(
+        load_default=False,
+        metadata={"description": "Members on the tier ladder's top level are VIP too"},
+    )
     return made
 
 
@@ -163,15 +167,19 @@ class StagePreviewView(MethodView):
         """How many members each stage would hold under these rules, from the features
         of the last lifecycle run. Nothing is saved."""
         rules = _parse(body)
-        counts = stages.preview(db.session, rules)
+        counts = stages.preview(db.session, rules, _top_tier())
         return {
             "members": {stage.value: count for stage, count in counts.items()},
             "vip_spend_above": stages.vip_threshold(db.session, rules),
         }
 
 
+def _top_tier() -> str:
+    return tiers.load(db.session)[0].levels[-1].key
+
+
 def _parse(body: dict[str, Any]) -> stages.StageRules:
-    document = {name: body[name] for name in (*stages.NUMBERS, "precedence")}
+    document = {name: body[name] for name in (*stages.NUMBERS, "precedence", "vip_top_tier")}
     try:
         return stages.parse(document)
     except InvalidFields as exc:

@@ -10,7 +10,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
-from wtforms import IntegerField, SelectField
+from wtforms import BooleanField, IntegerField, SelectField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, NumberRange
 
@@ -18,7 +18,7 @@ from app.auth.web import role_required
 from app.extensions import db
 from app.web import bp
 from app.web import programme as programme_pages
-from members import stages
+from members import stages, tiers
 from members.errors import InvalidFields
 from members.lifecycle import LifecycleRun, Stage
 from members.member import Member
@@ -78,6 +78,10 @@ class StageRulesForm(FlaskForm):
         _l("Recomputed on every run over all current members; 0 for no VIP stage."),
         50,
     )
+    vip_top_tier = BooleanField(
+        _l("Members on the top tier are VIP too"),
+        description=_l("Besides the top share by spend, everyone on the highest level."),
+    )
     place_1 = SelectField(PLACES[0])
     place_2 = SelectField(PLACES[1])
     place_3 = SelectField(PLACES[2])
@@ -100,6 +104,7 @@ class StageRulesForm(FlaskForm):
 
     def document(self) -> dict[str, Any]:
         data = {name: self[name].data for name in stages.NUMBERS}
+        data["vip_top_tier"] = bool(self.vip_top_tier.data)
         data["precedence"] = [self[name].data for name in self.PLACE_FIELDS]
         return data
 
@@ -129,7 +134,8 @@ def save_stage_rules():
         form.show(exc.errors)
         return _render(form, status=400)
     if request.form.get("action") == "preview":
-        return _render(form, preview=stages.preview(db.session, rules))
+        top_tier = tiers.load(db.session)[0].levels[-1].key
+        return _render(form, preview=stages.preview(db.session, rules, top_tier))
     programme_pages.save(stages.SETTING, rules, rerun=True)
     return redirect(url_for("web.stage_rules"))
 

@@ -23,6 +23,7 @@ DEFAULTS = {
     "lapsed_days": 90,
     "vip_top_percent": 10,
     "precedence": ["vip", "at_risk", "active", "new", "dormant"],
+    "vip_top_tier": False,
 }
 
 

@@ -181,3 +181,8 @@ def test_save_versions_the_rules_in_the_audit_log(session):
     ).one()
     assert entry.details["before"] is None
     assert entry.details["after"]["at_risk_days"] == 15
+
+
+def test_the_top_tier_switch_must_be_a_boolean():
+    assert "vip_top_tier" in _errors(vip_top_tier="yes")
+    assert stages.parse({**StageRules().as_dict(), "vip_top_tier": True}).vip_top_tier is True

@@ -226,3 +226,24 @@ def test_what_a_member_needs_for_the_next_tier(session):
     # No tier yet (before the first run): the next is the entry level, asking nothing.
     entry = tiers.next_tier(DEFAULT_LADDER, None, None)
     assert entry.level.key == "silver" and entry.spend_more is None
+
+
+def test_the_top_tier_can_make_a_member_vip(session, ladder):
+    from members import stages
+    from members.lifecycle import Stage
+
+    reviewer = _member(session, "reviewer")  # diamond by contributions, spends nothing
+    for day in range(10):
+        _order(session, reviewer, day + 1, None, "review")
+    for i in range(9):
+        _order(session, _member(session, f"buyer-{i}"), 3, str(100 * (i + 1)))
+    session.flush()
+    lifecycle_run.run(session, now=T0, full=True)
+    session.expire_all()
+    assert reviewer.tier == "diamond" and reviewer.stage is Stage.LAPSED  # never bought
+    rules = stages.StageRules(vip_top_tier=True)
+    stages.save(session, rules, actor="t", now=T0)
+    assert stages.preview(session, rules, "diamond")[Stage.VIP] == 2  # and the top spender
+    lifecycle_run.run(session, now=T0, full=True)
+    session.expire_all()
+    assert reviewer.stage is Stage.VIP
