@@ -261,6 +261,7 @@ def run_import(
         unknown_members=ingest.UnknownMembers(settings.unknown_members),
         progress=progress,
         written=written,
+        clock=clock.now,
     )
 
 

@@ -43,6 +43,8 @@ from members.member import Member
 ORDER, REFUND = "order", "refund"
 VISITS = ("login", "app_open")
 CONTRIBUTIONS = ("review", "share", "referral")
+# The event types the features read.
+COUNTED_TYPES = (ORDER, REFUND, *VISITS, *CONTRIBUTIONS)
 SPEND_WINDOWS = (30, 90, 365)
 RECENT_VISITS = 14  # logins_14d
 EARLIER_VISITS = 42  # logins_prev_42d: the 42 days before those 14

@@ -71,7 +71,8 @@ class LifecycleRun(Base):
     members: Mapped[int] = mapped_column(default=0)
     changed: Mapped[int] = mapped_column(default=0)
     vip_threshold: Mapped[Decimal | None]
-    rules_version: Mapped[int] = mapped_column(default=0)
+    rules_version: Mapped[int] = mapped_column(default=0)  # of the stage rules
+    ladder_version: Mapped[int] = mapped_column(default=0)  # of the tier ladder
 
 
 class StageTransition(Base):

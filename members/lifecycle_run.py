@@ -8,6 +8,8 @@ minute) covers the members who could have changed since the last run:
 - members with events stored since the last run (by event id: the primary key, so no
   index is added to the events table). The last run's watermark stops a minute short
   of its time, so an ingest transaction still open when it ran is seen by the next;
+- members with events dated between the two runs' ``as_of`` (an event may be stored
+  before the time it is dated, and counts only from then);
 - members whose last order or joining date crossed a threshold of the stage rules
   between the two runs (30 days without an order makes a member dormant even though
   nothing arrived);
@@ -15,7 +17,8 @@ minute) covers the members who could have changed since the last run:
 
 What only the full run sees: the rolling windows moving on (visit rates, 365-day
 spend) and the VIP percentile moving with all members' spend (incremental runs keep
-the threshold of the run before, unless the rules changed).
+the threshold of the run before). A run after the stage rules or the tier ladder
+changed is a full run.
 
 Two runs never overlap: on PostgreSQL a second run finds the transaction-level
 advisory lock taken and gives up (LifecycleBusy); on SQLite the writes of the first
@@ -100,15 +103,27 @@ def run(
     step = progress or (lambda _label: None)
     _lock(session)
     rules, version = stages.load(session)
-    ladder, _ = tiers.load(session)
+    ladder, ladder_version = tiers.load(session)
     previous = session.scalars(select(LifecycleRun).order_by(LifecycleRun.id.desc())).first()
-    kind = RunKind.FULL if full or previous is None else RunKind.INCREMENTAL
+    # New rules or a new ladder apply to every member at once, not only to those in scope.
+    kind = (
+        RunKind.FULL
+        if full
+        or previous is None
+        or (previous.rules_version, previous.ladder_version) != (version, ladder_version)
+        else RunKind.INCREMENTAL
+    )
     record = LifecycleRun(
         kind=kind,
         as_of=as_of,
         started_at=now,
-        event_watermark=_watermark(session, now, previous),
+        # A run for a past moment leaves the watermark: what it did not see as of then
+        # is for the next run to see.
+        event_watermark=_watermark(session, now, previous)
+        if as_of >= now - SETTLE
+        else (0 if previous is None else previous.event_watermark),
         rules_version=version,
+        ladder_version=ladder_version,
     )
     session.add(record)
     session.flush()
@@ -117,7 +132,7 @@ def run(
     step("members")
     features.recompute(session, as_of, scope)
     step("features")
-    if kind is RunKind.INCREMENTAL and previous.rules_version == version:
+    if kind is RunKind.INCREMENTAL:
         # The percentile moves with everyone's spend: the nightly full run moves it.
         record.vip_threshold = previous.vip_threshold
     else:
@@ -183,6 +198,7 @@ def _members_to_check(
     """The members an incremental run looks at (see the module's docstring)."""
     e, m, f = _events.c, _members.c, _features.c
     with_events = select(e.member_id).where(e.id > previous.event_watermark)
+    counted = e.type.in_(features.COUNTED_TYPES)
     # Members without a stage or a tier yet.
     unplaced = [m.stage.is_(None), m.tier.is_(None)]
     queries = [with_events]
@@ -193,6 +209,13 @@ def _members_to_check(
             delta = dt.timedelta(days=days)
             return column.between(previous.as_of - delta, as_of - delta)
 
+        # Events stored before but dated after the last run's as_of (up to an hour
+        # ahead is accepted) count from this run on; found by the (type, occurred_at) index.
+        queries.append(
+            select(e.member_id).where(
+                counted, e.occurred_at > previous.as_of, e.occurred_at <= as_of
+            )
+        )
         order_days = {rules.at_risk_days, rules.active_days, rules.dormant_days, rules.lapsed_days}
         queries.append(
             select(f.member_id).where(or_(*(crossed(f.last_order_at, d) for d in order_days)))

@@ -51,6 +51,7 @@ EVENT_POINTS = ("review", "share", "checkin", "referral")
 POINTS_EXPIRING = "points.expiring"
 SYSTEM = "system"
 MAX_POINTS = 10_000_000
+LONGEST_EXPIRY = dt.timedelta(days=36_525)
 
 _lots = PointsLot.__table__
 _entries = PointsEntry.__table__
@@ -226,10 +227,16 @@ def earn(
     _check_points(points)
     if expires_at is not None and expires_at <= now:
         raise InvalidField("expires_at", "is in the past: points must expire later than now")
+    if expires_at is not None and expires_at > now + LONGEST_EXPIRY:
+        raise InvalidField("expires_at", "is more than 100 years ahead")
     replay = _replay(session, member, key, kind, points)
     if replay is not None:
         return replay
     locked = _lock(session, member, now)
+    # Again under the lock: the same key may have been used by a request just before.
+    replay = _replay(session, locked, key, kind, points)
+    if replay is not None:
+        return replay
     expiry = expires_at if expires_at is not None else rules.expiry(now)
     entry = _entry(session, locked, kind, points, reason, source, key, now, actor, expiry)
     session.add(
@@ -268,6 +275,9 @@ def spend(
     if replay is not None:
         return replay
     locked = _lock(session, member, now)
+    replay = _replay(session, locked, key, kind, -points)
+    if replay is not None:
+        return replay
     if points > locked.points_balance:
         if not up_to_balance:
             raise InvalidField(
@@ -392,6 +402,17 @@ def expire_due(session: Session, now: dt.datetime, *, member_id: int | None = No
     count = session.scalar(select(func.count()).where(due)) or 0
     if not count:
         return 0
+    if member_id is None:
+        # Lock the members first (in one order, against deadlocks): a spend running
+        # now then finishes before the statements below read the lots (PostgreSQL
+        # takes a snapshot per statement), or waits for them.
+        m = _members.c
+        session.execute(
+            select(m.id)
+            .where(m.id.in_(select(lot.member_id).where(due)))
+            .order_by(m.id)
+            .with_for_update()
+        )
     expired = select(
         lot.member_id,
         literal(PointsKind.EXPIRE.value),

@@ -291,8 +291,7 @@ def apply(
             .order_by(t.id),
         )
     )
-    if ladder.grace_days:
-        _grace(session, ladder, as_of, chunks)
+    _grace(session, ladder, as_of, chunks)
     counts = session.execute(select(t.to_tier, func.count()).where(ours).group_by(t.to_tier))
     return Counter(dict(counts.all()))
 
@@ -310,6 +309,14 @@ def _grace(
     falls_short = and_(m.erased_at.is_(None), qualified < current, m.tier_grace_until.is_(None))
     joined = f.member_id == m.id
     for chunk in chunks:
+        # Qualifying again ends a grace period (also one left from when grace was on).
+        session.execute(
+            update(_members)
+            .where(joined, m.tier_grace_until.is_not(None), qualified >= current, *_within(chunk))
+            .values(tier_grace_until=None, updated_at=m.updated_at)
+        )
+        if not ladder.grace_days:
+            continue  # demoted at once above
         starting = (
             select(
                 literal(GRACE_STARTED),
@@ -331,11 +338,6 @@ def _grace(
             update(_members)
             .where(joined, falls_short, *_within(chunk))
             .values(tier_grace_until=until, updated_at=m.updated_at)
-        )
-        session.execute(
-            update(_members)
-            .where(joined, m.tier_grace_until.is_not(None), qualified >= current, *_within(chunk))
-            .values(tier_grace_until=None, updated_at=m.updated_at)
         )
 
 

@@ -17,6 +17,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from wtforms import (
     DateField,
     DecimalField,
@@ -25,7 +26,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import InputRequired, Length, NumberRange, Optional
+from wtforms.validators import InputRequired, Length, NumberRange, Optional, StopValidation
 
 from app import clock
 from app.auth.web import role_required
@@ -41,6 +42,12 @@ from members.member import Member
 _BONUS_LINE = re.compile(r"^\s*(\S+)\s*[x×*]?\s*(\S+)?\s*$")
 
 
+def _finite(form: FlaskForm, field: DecimalField) -> None:
+    """NaN and Infinity parse as decimals; NumberRange cannot compare them."""
+    if field.data is not None and not field.data.is_finite():
+        raise StopValidation(_("Enter a number."))
+
+
 def _whole(label, help_text, low: int, high: int) -> IntegerField:
     return IntegerField(
         label,
@@ -53,7 +60,7 @@ def _whole(label, help_text, low: int, high: int) -> IntegerField:
 class PointsRulesForm(FlaskForm):
     per_yuan = DecimalField(
         _l("Points per yuan spent"),
-        validators=[InputRequired(message=_l("Enter a number.")), NumberRange(0, 1000)],
+        validators=[InputRequired(message=_l("Enter a number.")), _finite, NumberRange(0, 1000)],
         description=_l("Rounded down per order; a refund takes its points back."),
     )
     review = _whole(_l("Per review"), None, 0, 100_000)
@@ -105,12 +112,8 @@ class PointsRulesForm(FlaskForm):
                 continue
             match = _BONUS_LINE.match(line)
             day, multiplier = (match.group(1), match.group(2)) if match else (line, None)
-            bonus.append(
-                {
-                    "day": day,
-                    "multiplier": int(multiplier) if multiplier and multiplier.isdigit() else None,
-                }
-            )
+            whole = multiplier is not None and re.fullmatch(r"[0-9]{1,3}", multiplier)
+            bonus.append({"day": day, "multiplier": int(multiplier) if whole else None})
         return {
             "per_yuan": str(self.per_yuan.data),
             "per_event": {name: self[name].data for name in points.EVENT_POINTS},
@@ -248,9 +251,10 @@ def adjust_member_points(external_id: str):
         field = form.expires_on if exc.field == "expires_at" else form.points
         field.errors = [*field.errors, exc.message]
         return _render_member(member, form, status=400)
-    except points.KeyReused:
+    except (points.KeyReused, IntegrityError):
+        # Sent again with other values, or twice at the same moment: one of them counts.
         db.session.rollback()
-        flash(_("This form was already sent with other values: nothing changed."), "error")
+        flash(_("This form was already sent: nothing more changed."), "error")
         return redirect(url_for("web.member_points", external_id=external_id))
     if not outcome.replayed:
         flash(

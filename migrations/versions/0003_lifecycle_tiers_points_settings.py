@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-23 20:07:49.320863
+Create Date: 2026-11-23 21:10:47.717852
 
 """
 
@@ -43,6 +43,7 @@ def upgrade():
         sa.Column("changed", sa.Integer(), nullable=False),
         sa.Column("vip_threshold", sa.Numeric(precision=14, scale=2), nullable=True),
         sa.Column("rules_version", sa.Integer(), nullable=False),
+        sa.Column("ladder_version", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_lifecycle_runs")),
     )
     op.create_table(

@@ -141,6 +141,11 @@ def test_a_repeated_request_moves_points_once(client, session, writer, holder):
             "only points added",
         ),
         ({"action": "steal", "points": 10}, "action", "Must be one of"),
+        (
+            {"action": "earn", "points": 10, "expires_at": "9999-12-31T23:00:00-05:00"},
+            "expires_at",
+            "100 years",
+        ),
         ({"action": "earn", "points": 10, "reason": ""}, "reason", "Length"),
     ],
     ids=[
@@ -152,6 +157,7 @@ def test_a_repeated_request_moves_points_once(client, session, writer, holder):
         "naive",
         "spend-expiry",
         "action",
+        "far",
         "reason",
     ],
 )

@@ -45,8 +45,10 @@ def test_saving_double_points_days(client, session, marketer):
         ({"bonus_days": "2026-11-11 2\n2026-11-12 twice"}, "Line 2: must be a whole number"),
         ({"expiry_months": "-1"}, "Number must be between 0 and 120"),
         ({"per_yuan": "lots"}, "Not a valid decimal value"),
+        ({"per_yuan": "NaN"}, "Enter a number."),
+        ({"bonus_days": "2026-11-11 ²"}, "Line 1: must be a whole number"),
     ],
-    ids=["date", "multiplier", "negative", "words"],
+    ids=["date", "multiplier", "negative", "words", "nan", "superscript"],
 )
 def test_bad_rules_are_shown_and_nothing_changes(client, session, marketer, changes, message):
     response = client.post(PAGE, data={**FORM, **changes, "csrf_token": marketer})

@@ -313,3 +313,44 @@ def test_the_programme_calendar_decides_the_day(session):
         dt.date(2026, 11, 22),
         dt.date(2026, 11, 16),
     )
+
+
+def test_an_event_dated_ahead_counts_once_its_time_has_come(membership):
+    session = membership
+    lifecycle_run.run(session, now=T0, full=True)
+    member = session.scalars(select(Member).where(Member.external_id == "bought-120-days-ago"))
+    lapsed = member.one()
+    # Stored at T0+5min, dated T0+30min (clocks differ; ingest accepts an hour ahead).
+    _event(session, lapsed, "order", -30 / 1440, "50", received=T0 + dt.timedelta(minutes=5))
+    session.flush()
+    early = lifecycle_run.run(session, now=T0 + dt.timedelta(minutes=10))
+    assert early.changed == 0  # not yet: it is dated later
+    lifecycle_run.run(session, now=T0 + dt.timedelta(minutes=20))  # the watermark moves on
+    due = lifecycle_run.run(session, now=T0 + dt.timedelta(minutes=40))
+    assert due.entered == {Stage.ACTIVE: 1}
+    assert _stages(session)["bought-120-days-ago"] is Stage.ACTIVE
+
+
+def test_new_rules_make_the_next_run_a_full_one(membership):
+    import dataclasses
+
+    from members import stages, tiers
+
+    session = membership
+    lifecycle_run.run(session, now=T0, full=True)
+    no_vip = dataclasses.replace(stages.StageRules(), vip_top_percent=0)
+    stages.save(session, no_vip, actor="test", now=T0)
+    result = lifecycle_run.run(session, now=T0 + dt.timedelta(minutes=5))
+    assert result.kind is RunKind.FULL and result.entered == {Stage.ACTIVE: 2}
+    assert lifecycle_run.run(session, now=T0 + dt.timedelta(minutes=6)).kind is RunKind.INCREMENTAL
+    tiers.save(session, dataclasses.replace(tiers.DEFAULT_LADDER, grace_days=10), actor="t", now=T0)
+    assert lifecycle_run.run(session, now=T0 + dt.timedelta(minutes=7)).kind is RunKind.FULL
+
+
+def test_a_run_for_a_past_moment_leaves_the_watermark(membership):
+    session = membership
+    first = lifecycle_run.run(session, now=T0 + dt.timedelta(minutes=5), full=True)
+    past = lifecycle_run.run(session, now=T0 + dt.timedelta(minutes=6), as_of=T0 - DAY)
+    assert session.get(LifecycleRun, past.run_id).event_watermark == (
+        session.get(LifecycleRun, first.run_id).event_watermark
+    )

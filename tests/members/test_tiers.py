@@ -247,3 +247,16 @@ def test_the_top_tier_can_make_a_member_vip(session, ladder):
     lifecycle_run.run(session, now=T0, full=True)
     session.expire_all()
     assert reviewer.stage is Stage.VIP
+
+
+def test_qualifying_again_clears_a_grace_left_from_before(session, ladder):
+    gold = _member(session, "gold")
+    _order(session, gold, 5, "2500")
+    session.flush()
+    tiers.save(session, dataclasses.replace(MONTHLY, grace_days=0), actor="t", now=T0)
+    lifecycle_run.run(session, now=T0, full=True)
+    gold.tier_grace_until = T0 - DAY  # as a ladder with grace once left it
+    session.flush()
+    lifecycle_run.run(session, now=T0 + dt.timedelta(minutes=5), full=True)
+    session.expire_all()
+    assert gold.tier == "gold" and gold.tier_grace_until is None
