@@ -229,12 +229,7 @@ def earn(
         raise InvalidField("expires_at", "is in the past: points must expire later than now")
     if expires_at is not None and expires_at > now + LONGEST_EXPIRY:
         raise InvalidField("expires_at", "is more than 100 years ahead")
-    replay = _replay(session, member, key, kind, points)
-    if replay is not None:
-        return replay
-    locked = _lock(session, member, now)
-    # Again under the lock: the same key may have been used by a request just before.
-    replay = _replay(session, locked, key, kind, points)
+    locked, replay = _begin(session, member, key, kind, points, now)
     if replay is not None:
         return replay
     expiry = expires_at if expires_at is not None else rules.expiry(now)
@@ -271,11 +266,7 @@ def spend(
     """Take ``points`` from the member's live lots, first to expire first. More than the
     balance is refused, unless ``up_to_balance`` (a refund takes what is left)."""
     _check_points(points)
-    replay = _replay(session, member, key, kind, -points)
-    if replay is not None:
-        return replay
-    locked = _lock(session, member, now)
-    replay = _replay(session, locked, key, kind, -points)
+    locked, replay = _begin(session, member, key, kind, -points, now)
     if replay is not None:
         return replay
     if points > locked.points_balance:
@@ -346,6 +337,23 @@ def _check_points(points: int) -> None:
 
 def _dedup(member: Member, key: str | None) -> str | None:
     return None if key is None else f"api:{member.id}:{key}"
+
+
+def _begin(
+    session: Session,
+    member: Member,
+    key: str | None,
+    kind: PointsKind,
+    points: int,
+    now: dt.datetime,
+) -> tuple[Member, Outcome | None]:
+    """The member locked for a movement, and the answer already given to its key if
+    any (looked for again under the lock: a request just before may have used it)."""
+    replay = _replay(session, member, key, kind, points)
+    if replay is not None:
+        return member, replay
+    locked = _lock(session, member, now)
+    return locked, _replay(session, locked, key, kind, points)
 
 
 def _replay(
