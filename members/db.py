@@ -11,7 +11,7 @@ from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Numeric
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
 
 # Stable constraint names, so that migrations can name what they alter or drop.
@@ -79,3 +79,14 @@ class Base(DeclarativeBase):
 def utcnow() -> dt.datetime:
     """The wall clock in UTC, for column defaults only; engines take `now` as a parameter."""
     return dt.datetime.now(dt.UTC)
+
+
+def try_transaction_lock(session: Session, key: int) -> bool:
+    """Take the named lock ``key`` (any bigint) until the session's transaction ends;
+    False if another transaction holds it. On PostgreSQL an advisory lock; SQLite needs
+    none: a writing transaction already holds the database's one write lock."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return True
+    taken = connection.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%s)", (key,))
+    return bool(taken.scalar())

@@ -389,3 +389,18 @@ def counts_since(session: Session, since: dt.date) -> tuple[list[DayCounts], lis
         sorted(days.values(), key=lambda d: (d.day, d.source), reverse=True),
         sorted(rejections.values(), key=lambda r: (-r.count, r.source, r.field, r.reason)),
     )
+
+
+# Events received less than this long ago may belong to a transaction still open.
+SETTLE = dt.timedelta(minutes=1)
+
+
+def settled_event_id(session: Session, now: dt.datetime) -> int:
+    """The id of the newest event received at least SETTLE before ``now`` (0: none): by
+    then every event with a smaller id has committed, so a pass over events by id may
+    stop there and start again after it. Read backwards along the primary key."""
+    e = Event.__table__.c
+    newest = session.scalar(
+        select(e.id).where(e.received_at <= now - SETTLE).order_by(e.id.desc()).limit(1)
+    )
+    return newest or 0

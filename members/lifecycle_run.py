@@ -33,11 +33,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection
 
-from sqlalchemy import func, insert, literal, or_, select, text, update
+from sqlalchemy import func, insert, literal, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from members import features, stage_history, stages, tiers
+from members import features, ingest, stage_history, stages, tiers
+from members.db import try_transaction_lock
 from members.event import Event
 from members.lifecycle import (
     LifecycleRun,
@@ -49,9 +50,6 @@ from members.lifecycle import (
 )
 from members.member import DEFAULT_TIMEZONE, Member
 
-# Events received less than this long before a run may belong to a transaction that
-# had not committed yet: the next run looks at them again.
-SETTLE = dt.timedelta(minutes=1)
 # pg_try_advisory_xact_lock's key for lifecycle runs (any constant bigint).
 LOCK_KEY = 0x7465_6E75_7265_4C43  # "tenureLC"
 
@@ -120,7 +118,7 @@ def run(
         # A run for a past moment leaves the watermark: what it did not see as of then
         # is for the next run to see.
         event_watermark=_watermark(session, now, previous)
-        if as_of >= now - SETTLE
+        if as_of >= now - ingest.SETTLE
         else (0 if previous is None else previous.event_watermark),
         rules_version=version,
         ladder_version=ladder_version,
@@ -168,11 +166,7 @@ def run(
 
 
 def _lock(session: Session) -> None:
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        return  # SQLite: the run's first write takes the database's write lock
-    taken = connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-    if not taken.scalar():
+    if not try_transaction_lock(session, LOCK_KEY):
         raise LifecycleBusy("another lifecycle run is in progress")
 
 
@@ -182,14 +176,10 @@ def is_busy(error: BaseException) -> bool:
 
 
 def _watermark(session: Session, now: dt.datetime, previous: LifecycleRun | None) -> int:
-    """The id of the newest event stored a while before ``now`` (SETTLE): by then any
-    event with a smaller id has committed."""
-    e = _events.c
-    settled = session.scalar(
-        select(e.id).where(e.received_at <= now - SETTLE).order_by(e.id.desc()).limit(1)
-    )
+    """How far this run has seen the events: those received a minute before it; the
+    next run looks at any later ones again."""
     before = 0 if previous is None else previous.event_watermark
-    return max(settled or 0, before)
+    return max(ingest.settled_event_id(session, now), before)
 
 
 def _members_to_check(

@@ -39,7 +39,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from members import bulk, programme
+from members import bulk, ingest, programme
+from members.db import try_transaction_lock
 from members.errors import InvalidField, InvalidFields
 from members.event import Event
 from members.lifecycle import Trigger
@@ -497,8 +498,6 @@ class PointsBusy(RuntimeError):
 
 
 CURSOR = "points.events"
-# Events received less than this long ago may belong to a transaction still open.
-SETTLE = dt.timedelta(minutes=1)
 LOCK_KEY = 0x7465_6E75_7265_5054  # "tenurePT"
 EVENTS_PER_PASS = 50_000
 EVENTS_PER_TICK = 500_000
@@ -516,7 +515,7 @@ def tick(session: Session, *, now: dt.datetime, timezone: str) -> TickResult:
     events, earned = 0, 0
     # A backlog (the first tick after importing years of events) is worked off over
     # several ticks, each short enough to commit well within a job's time limit.
-    settled = min(_settled(session, now), cursor.position + EVENTS_PER_TICK)
+    settled = min(ingest.settled_event_id(session, now), cursor.position + EVENTS_PER_TICK)
     while cursor.position < settled:
         upto = min(settled, cursor.position + EVENTS_PER_PASS)
         seen, gained = earn_from_events(
@@ -532,20 +531,8 @@ def tick(session: Session, *, now: dt.datetime, timezone: str) -> TickResult:
 
 
 def _lock_ticks(session: Session) -> None:
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        return  # SQLite: the first write takes the database's write lock
-    taken = connection.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%s)", (LOCK_KEY,))
-    if not taken.scalar():
+    if not try_transaction_lock(session, LOCK_KEY):
         raise PointsBusy("another points tick is in progress")
-
-
-def _settled(session: Session, now: dt.datetime) -> int:
-    e = Event.__table__.c
-    newest = session.scalar(
-        select(e.id).where(e.received_at <= now - SETTLE).order_by(e.id.desc()).limit(1)
-    )
-    return newest or 0
 
 
 def earn_from_events(
