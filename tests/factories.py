@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
+from decimal import Decimal
 
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from app.auth.models import ApiKey, User
 from app.auth.service import create_api_key, create_user
+from members.event import Event
+from members.member import Member
 
 NOW = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
 PASSWORD = "correct horse battery"
@@ -53,3 +57,30 @@ def csrf_token(client: FlaskClient, path: str) -> str:
 def login(client: FlaskClient, email: str, password: str = PASSWORD):
     token = csrf_token(client, "/login")
     return client.post("/login", data={"email": email, "password": password, "csrf_token": token})
+
+
+_event_ids = itertools.count()
+
+
+def event(
+    session: Session,
+    member: Member,
+    type_: str,
+    at: dt.datetime,
+    amount: object = None,
+    received_at: dt.datetime | None = None,
+) -> Event:
+    """An event of a member, stored as ingest stores it (received when it happened,
+    unless said otherwise); an amount is in CNY."""
+    made = Event(
+        event_id=f"ev-{next(_event_ids)}",
+        member_id=member.id,
+        type=type_,
+        occurred_at=at,
+        received_at=received_at or at,
+        properties={},
+        amount=None if amount is None else Decimal(str(amount)),
+        currency=None if amount is None else "CNY",
+    )
+    session.add(made)
+    return made

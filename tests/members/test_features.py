@@ -1,7 +1,6 @@
 """RFM features computed in SQL agree with a plain Python reference, on both databases."""
 
 import datetime as dt
-import itertools
 import random
 from decimal import Decimal
 
@@ -12,6 +11,7 @@ from members import features
 from members.event import Event
 from members.lifecycle import MemberFeatures
 from members.member import Member
+from tests import factories
 
 AS_OF = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 TYPES = ["order", "order", "refund", "login", "app_open", "review", "checkin"]
@@ -28,22 +28,8 @@ def _member(session, external_id, joined_days_ago=400, erased=False):
     return member
 
 
-_ids = itertools.count()
-
-
 def _event(session, member, type_, at, amount=None):
-    session.add(
-        Event(
-            event_id=f"e-{next(_ids)}",
-            member_id=member.id,
-            type=type_,
-            occurred_at=at,
-            received_at=AS_OF,
-            properties={},
-            amount=amount,
-            currency="CNY" if amount is not None else None,
-        )
-    )
+    factories.event(session, member, type_, at, amount, received_at=AS_OF)
 
 
 def _reference(member, events):

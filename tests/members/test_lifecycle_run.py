@@ -2,20 +2,17 @@
 run that changes nothing writes nothing; incremental runs find the members that moved."""
 
 import datetime as dt
-import itertools
-from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
 
 from members import lifecycle_run
-from members.event import Event
 from members.lifecycle import LifecycleRun, RunKind, Stage, StageTransition, Trigger
 from members.member import Member
+from tests import factories
 
 T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
-_ids = itertools.count()
 
 
 def _member(session, name, joined_days_ago=400):
@@ -26,18 +23,7 @@ def _member(session, name, joined_days_ago=400):
 
 
 def _event(session, member, type_, days_ago, amount=None, received=T0):
-    session.add(
-        Event(
-            event_id=f"e-{next(_ids)}",
-            member_id=member.id,
-            type=type_,
-            occurred_at=T0 - days_ago * DAY,
-            received_at=received,
-            properties={},
-            amount=None if amount is None else Decimal(amount),
-            currency=None if amount is None else "CNY",
-        )
-    )
+    factories.event(session, member, type_, T0 - days_ago * DAY, amount, received_at=received)
 
 
 def _orders(session, member, *days_ago, amount="100"):

@@ -3,7 +3,6 @@ the first to expire first, expiry and reminders run set-based, events earn once.
 
 import datetime as dt
 import itertools
-from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,11 +11,11 @@ from sqlalchemy import func, select
 
 from members import points
 from members.errors import InvalidField
-from members.event import Event
 from members.lifecycle import Trigger
 from members.loyalty import PointsEntry, PointsKind, PointsLot
 from members.member import Member
 from members.points import BonusDay, PointsRules
+from tests import factories
 
 T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -168,17 +167,7 @@ def test_lots_expire_after_twelve_months_with_a_reminder_a_week_before(session):
 
 
 def _event(session, member, type_, at, amount=None, received=None):
-    event = Event(
-        event_id=f"pe-{next(_names)}",
-        member_id=member.id,
-        type=type_,
-        occurred_at=at,
-        received_at=received or at,
-        properties={},
-        amount=None if amount is None else Decimal(amount),
-        currency=None if amount is None else "CNY",
-    )
-    session.add(event)
+    event = factories.event(session, member, type_, at, amount, received_at=received)
     session.flush()
     return event
 

@@ -3,7 +3,6 @@ the lifecycle run, and what a member needs to reach the next level."""
 
 import dataclasses
 import datetime as dt
-import itertools
 from decimal import Decimal
 
 import pytest
@@ -11,14 +10,13 @@ from sqlalchemy import select
 
 from members import lifecycle_run, tiers
 from members.errors import InvalidFields
-from members.event import Event
 from members.lifecycle import MemberFeatures, TierChange, Trigger
 from members.member import Member
 from members.tiers import DEFAULT_LADDER, Level, TierLadder
+from tests import factories
 
 T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
-_ids = itertools.count()
 
 
 def _errors(document):
@@ -93,18 +91,7 @@ def _member(session, name):
 
 
 def _order(session, member, days_ago, amount, type_="order"):
-    session.add(
-        Event(
-            event_id=f"t-{next(_ids)}",
-            member_id=member.id,
-            type=type_,
-            occurred_at=T0 - days_ago * DAY,
-            received_at=T0,
-            properties={},
-            amount=None if amount is None else Decimal(amount),
-            currency=None if amount is None else "CNY",
-        )
-    )
+    factories.event(session, member, type_, T0 - days_ago * DAY, amount, received_at=T0)
 
 
 def _tiers(session):
