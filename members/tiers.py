@@ -89,6 +89,17 @@ class TierLadder:
     def level(self, key: str | None) -> Level | None:
         return next((lv for lv in self.levels if lv.key == key), None)
 
+    def counted(self, features: MemberFeatures | None) -> tuple[Decimal, int, int]:
+        """A member's spend, orders and contributions over the ladder's window."""
+        if features is None:
+            return Decimal(0), 0, 0
+        days = self.window_days
+        return (
+            getattr(features, f"spend_{days}d"),
+            getattr(features, f"orders_{days}d"),
+            getattr(features, f"contributions_{days}d"),
+        )
+
 
 DEFAULT_LADDER = TierLadder(
     levels=(
@@ -362,10 +373,7 @@ def next_tier(
     if index + 1 >= len(ladder.levels):
         return None
     target = ladder.levels[index + 1]
-    days = ladder.window_days
-    spend = Decimal(0) if features is None else getattr(features, f"spend_{days}d")
-    orders = 0 if features is None else getattr(features, f"orders_{days}d")
-    contributions = 0 if features is None else getattr(features, f"contributions_{days}d")
+    spend, orders, contributions = ladder.counted(features)
     return NextTier(
         level=target,
         spend_more=None if not target.min_spend else max(target.min_spend - spend, Decimal(0)),

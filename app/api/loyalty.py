@@ -83,17 +83,17 @@ class MemberTier(MethodView):
         member = member_or_404(external_id)
         ladder, _ = tiers.load(db.session)
         features = db.session.get(MemberFeatures, member.id)
-        days = ladder.window_days
         upcoming = tiers.next_tier(ladder, member.tier, features)
+        spend, orders, contributions = ladder.counted(features)
         return {
             "external_id": member.external_id,
             "tier": ladder.level(member.tier),
             "since": member.tier_since,
             "grace_until": member.tier_grace_until,
-            "window_days": days,
-            "spend": getattr(features, f"spend_{days}d", 0) if features else 0,
-            "orders": getattr(features, f"orders_{days}d", 0) if features else 0,
-            "contributions": getattr(features, f"contributions_{days}d", 0) if features else 0,
+            "window_days": ladder.window_days,
+            "spend": spend,
+            "orders": orders,
+            "contributions": contributions,
             "next": None
             if upcoming is None
             else {
