@@ -74,35 +74,38 @@ def _rule_fields(required: bool) -> dict[str, fields.Field]:
     return made
 
 
+# Every setting is PUT with the version the client edited; what GET adds besides is
+# accepted back and ignored, so that a client may PUT what it read.
+_VERSION_FIELDS = {
+    "version": StrictInteger(
+        load_default=None,
+        metadata={
+            "description": "The version you edited: if another was saved since, the "
+            "request is refused with 409 instead of overwriting it"
+        },
+    ),
+    "updated_at": fields.Raw(load_default=None, metadata={"description": "Ignored"}),
+    "updated_by": fields.Raw(load_default=None, metadata={"description": "Ignored"}),
+}
+
+
+class _VersionedOut(Schema):
+    version = fields.Int(metadata={"description": "0 until first changed"})
+    updated_at = fields.DateTime(allow_none=True)
+    updated_by = fields.Str(allow_none=True)
+
+
 StageRulesIn = type(
     "StageRulesIn",
     (Schema,),
     {
         "Meta": type("Meta", (), {"unknown": RAISE}),
         **_rule_fields(required=True),
-        "version": StrictInteger(
-            load_default=None,
-            metadata={
-                "description": "The version you edited: if another was saved since, "
-                "the request is refused with 409 instead of overwriting it"
-            },
-        ),
-        # Sent back by clients that PUT what they read; ignored.
-        "updated_at": fields.Raw(load_default=None, metadata={"description": "Ignored"}),
-        "updated_by": fields.Raw(load_default=None, metadata={"description": "Ignored"}),
+        **_VERSION_FIELDS,
     },
 )
 
-StageRulesOut = type(
-    "StageRulesOut",
-    (Schema,),
-    {
-        **_rule_fields(required=False),
-        "version": fields.Int(metadata={"description": "0 until first changed"}),
-        "updated_at": fields.DateTime(allow_none=True),
-        "updated_by": fields.Str(allow_none=True),
-    },
-)
+StageRulesOut = type("StageRulesOut", (_VersionedOut,), _rule_fields(required=False))
 
 StagePreviewIn = type(
     "StagePreviewIn",
@@ -222,17 +225,6 @@ def _current(owner: Any) -> dict[str, Any]:
 # --- the tier ladder ---------------------------------------------------------------
 
 LADDER_EXAMPLE: dict[str, Any] = tiers.DEFAULT_LADDER.as_dict()
-_VERSION_FIELDS = {
-    "version": StrictInteger(
-        load_default=None,
-        metadata={
-            "description": "The version you edited: if another was saved since, the "
-            "request is refused with 409 instead of overwriting it"
-        },
-    ),
-    "updated_at": fields.Raw(load_default=None, metadata={"description": "Ignored"}),
-    "updated_by": fields.Raw(load_default=None, metadata={"description": "Ignored"}),
-}
 
 
 class TierLevelSchema(Schema):
@@ -292,10 +284,8 @@ TierLadderIn = type(
 )
 
 
-class TierLadderOut(TierLadderSchema):
-    version = fields.Int(metadata={"description": "0 until first changed"})
-    updated_at = fields.DateTime(allow_none=True)
-    updated_by = fields.Str(allow_none=True)
+class TierLadderOut(TierLadderSchema, _VersionedOut):
+    pass
 
 
 @blp.route("/tier-ladder")
@@ -393,11 +383,8 @@ class BonusDayOut(Schema):
     multiplier = fields.Int(metadata={"example": 2})
 
 
-class PointsRulesOut(PointsRulesSchema):
+class PointsRulesOut(PointsRulesSchema, _VersionedOut):
     bonus_days = fields.List(fields.Nested(BonusDayOut))
-    version = fields.Int(metadata={"description": "0 until first changed"})
-    updated_at = fields.DateTime(allow_none=True)
-    updated_by = fields.Str(allow_none=True)
 
 
 @blp.route("/points-rules")
