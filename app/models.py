@@ -3,7 +3,17 @@
 import members.models  # noqa: F401  (every table of the membership core)
 from app.auth.models import ApiKey, User
 from experiments.models import Assignment, Experiment, Exposure, Variant
-from journeys.models import Enrollment, Journey, JourneyVersion, Message, WebhookEndpoint
+from journeys.models import (
+    Enrollment,
+    GlobalControl,
+    Journey,
+    JourneyCount,
+    JourneyVersion,
+    Message,
+    MessageTemplate,
+    StepRun,
+    WebhookEndpoint,
+)
 from members.models import (
     AuditEntry,
     BenefitGrant,
@@ -25,13 +35,17 @@ __all__ = [
     "Event",
     "Experiment",
     "Exposure",
+    "GlobalControl",
     "Journey",
+    "JourneyCount",
     "JourneyVersion",
     "Member",
     "MemberFeatures",
     "Message",
+    "MessageTemplate",
     "PointsLot",
     "StageTransition",
+    "StepRun",
     "User",
     "Variant",
     "WebhookEndpoint",

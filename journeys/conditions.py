@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-Kind = Literal["number", "text"]
+# "any": a field whose kind the value decides (a member's attributes: vip_level = 3).
+Kind = Literal["number", "text", "any"]
 OPERATORS = ("=", "!=", ">=", "<=", ">", "<", "in", "not in")
 MAX_LENGTH = 2000
 
@@ -141,7 +142,7 @@ class _Parser:
         if token.kind != "word" or token.text.lower() in ("and", "or", "in", "not"):
             raise ConditionError(f"expected a field, found {token.text!r}", token.position)
         if token.text not in self.fields:
-            known = ", ".join(sorted(self.fields)[:12])
+            known = ", ".join(sorted(self.fields)[:20])
             raise ConditionError(f"unknown field {token.text!r} (known: {known})", token.position)
         kind = self.fields[token.text]
         op = self.operator()
@@ -149,7 +150,7 @@ class _Parser:
             return Compare(token.text, op, self.values(kind))
         value_token = self.take()
         value = self.value(value_token, kind)
-        if kind == "text" and op not in ("=", "!="):
+        if isinstance(value, str) and op not in ("=", "!="):
             raise ConditionError(
                 f"{token.text} is text: compare it with = or !=", value_token.position
             )
@@ -178,6 +179,8 @@ class _Parser:
         return tuple(items)
 
     def value(self, token: _Token, kind: Kind) -> Any:
+        if kind == "any" and token.kind in ("number", "text"):
+            kind = token.kind  # type: ignore[assignment]
         if kind == "number":
             if token.kind != "number":
                 raise ConditionError(f"expected a number, found {token.text!r}", token.position)

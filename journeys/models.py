@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from members.db import Base, BigId, utcnow
@@ -32,12 +32,24 @@ class Journey(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
     status: Mapped[JourneyStatus] = mapped_column(default=JourneyStatus.DRAFT)
+    # A marketer's version waits for an admin's approval before it goes live.
+    needs_approval: Mapped[bool] = mapped_column(default=False)
+    # The version new members enter; None until the first publication.
+    live_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("journey_versions.id", use_alter=True, ondelete="SET NULL")
+    )
+    # The ready-made template it was created from, if any.
+    template: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     versions: Mapped[list[JourneyVersion]] = relationship(
-        back_populates="journey", order_by="JourneyVersion.version"
+        back_populates="journey",
+        order_by="JourneyVersion.version",
+        foreign_keys="JourneyVersion.journey_id",
     )
 
 
@@ -52,11 +64,15 @@ class JourneyVersion(Base):
     status: Mapped[VersionStatus] = mapped_column(default=VersionStatus.DRAFT)
     # Trigger, entry rules, goal and the graph of steps.
     definition: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_by: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    submitted_by: Mapped[str | None] = mapped_column(String(320))
+    submitted_at: Mapped[dt.datetime | None]
+    published_by: Mapped[str | None] = mapped_column(String(320))
     published_at: Mapped[dt.datetime | None]
 
-    journey: Mapped[Journey] = relationship(back_populates="versions")
+    journey: Mapped[Journey] = relationship(back_populates="versions", foreign_keys=[journey_id])
 
     __table_args__ = (UniqueConstraint("journey_id", "version"),)
 
@@ -71,25 +87,103 @@ class EnrollmentState(enum.StrEnum):
 
 
 class Enrollment(Base):
+    """A member's passage through one version of a journey."""
+
     __tablename__ = "enrollments"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    journey_id: Mapped[int] = mapped_column(ForeignKey("journeys.id", ondelete="CASCADE"))
     journey_version_id: Mapped[int] = mapped_column(ForeignKey("journey_versions.id"))
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
     state: Mapped[EnrollmentState] = mapped_column(default=EnrollmentState.ACTIVE)
     current_step: Mapped[str | None] = mapped_column(String(64))
+    # How many steps the member has taken: with the enrollment's id it names each step
+    # execution, and so each message, grant and webhook call, exactly once.
+    seq: Mapped[int] = mapped_column(default=0)
+    # When the current step began (a wait for an event looks for events after it).
+    step_at: Mapped[dt.datetime | None]
+    # The event type a wait_for_event step is waiting for, so that intake can wake it.
+    waiting_for: Mapped[str | None] = mapped_column(String(64))
     next_run_at: Mapped[dt.datetime | None]
     context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # An event-triggered journey's entry key (e.g. the order id): one entry per key.
+    entry_key: Mapped[str | None] = mapped_column(String(128))
     entered_at: Mapped[dt.datetime]
+    converted_at: Mapped[dt.datetime | None]
     exited_at: Mapped[dt.datetime | None]
     exit_reason: Mapped[str | None] = mapped_column(String(64))
 
-    # The engine claims due enrollments by (state, next_run_at).
     __table_args__ = (
+        # The engine claims due enrollments by (state, next_run_at).
         Index(None, "state", "next_run_at"),
-        Index(None, "member_id"),
-        Index(None, "journey_version_id"),
+        Index(None, "member_id", "state"),
+        Index(None, "journey_id", "member_id"),
+        Index(None, "journey_id", "entered_at"),
+        Index(None, "journey_version_id", "state", "current_step"),
+        UniqueConstraint("journey_id", "member_id", "entry_key"),
     )
+
+
+class StepRun(Base):
+    """One step executed for one enrollment: the funnel, the dry run's path, and the
+    guard that makes each step's effect happen once (unique per enrollment and seq)."""
+
+    __tablename__ = "journey_step_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
+    seq: Mapped[int]
+    step: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime]
+    # What came of it: the exit taken ("next", "yes", "timeout", a variant's key, ...).
+    outcome: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("enrollment_id", "seq"),)
+
+
+class JourneyCount(Base):
+    """Triggers that did not enroll, per journey, day and reason (audience, re-entry,
+    global control, daily cap, unknown or erased member, ...)."""
+
+    __tablename__ = "journey_counts"
+
+    journey_id: Mapped[int] = mapped_column(
+        ForeignKey("journeys.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[dt.date] = mapped_column(primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class GlobalControl(Base):
+    """Members of the programme's global control group: once in, always in."""
+
+    __tablename__ = "global_control"
+
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
+    )
+    bucket: Mapped[int]
+    since: Mapped[dt.datetime]
+
+
+class MessageTemplate(Base):
+    """A message a send step names by key: SMS (body) or push (title, body, deep link)."""
+
+    __tablename__ = "message_templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str | None] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    deep_link: Mapped[str | None] = mapped_column(String(2000))
+    # Transactional messages (points statements, service notices) skip marketing rules.
+    transactional: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(320))
 
 
 class MessageStatus(enum.StrEnum):

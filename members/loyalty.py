@@ -82,10 +82,14 @@ class BenefitGrant(Base):
     value: Mapped[Decimal | None]  # yuan off, points, or multiplier
     threshold: Mapped[Decimal | None]  # 满减: spend this much to use the coupon
     code: Mapped[str | None] = mapped_column(String(64))
+    # What a service is ("advisor_callback"), or a benefit's wording for the member.
+    detail: Mapped[str | None] = mapped_column(String(200))
     expires_at: Mapped[dt.datetime | None]
     # Where it came from: "journey_step" or "experiment_variant" and that thing's id.
     source: Mapped[str] = mapped_column(String(32))
     source_ref: Mapped[str | None] = mapped_column(String(128))
+    # A journey step grants once per enrollment and step: this key is unique.
+    dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     granted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     redeemed_at: Mapped[dt.datetime | None]
 
