@@ -20,6 +20,7 @@ from app import clock, redis_server, uploads
 from app.auth.service import AuthError, create_api_key, create_user
 from app.extensions import db
 from app.redis_client import get_redis
+from journeys import engine as journey_engine
 from members import csv_import, lifecycle_run, points
 from members.errors import InvalidField
 from members.fields import parse_time
@@ -32,6 +33,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(import_group)
     app.cli.add_command(export_group)
     app.cli.add_command(lifecycle_group)
+    app.cli.add_command(journeys_group)
     for command in (
         create_user_command,
         create_api_key_command,
@@ -367,6 +369,43 @@ def lifecycle_run_command(full: bool, as_of_text: str | None) -> None:
     click.echo(
         f"Points: {ticked.events:,} new events looked at, {ticked.earned:,} points earned, "
         f"{ticked.expired_lots:,} lots expired, {ticked.reminders:,} expiry reminders"
+    )
+
+
+@click.group("journeys", cls=click.Group)
+def journeys_group() -> None:
+    """Journeys (the worker's cron ticks every minute by itself)."""
+
+
+@journeys_group.command("tick", cls=OneLineCommand)
+@click.option(
+    "--as-of",
+    "as_of_text",
+    metavar="TIMESTAMP",
+    help="Tick as of this past moment, ISO 8601 with an offset (default: now).",
+)
+@with_appcontext
+def journeys_tick_command(as_of_text: str | None) -> None:
+    """Run one journey tick: enroll members from new triggers, events, schedules and
+    dates, then walk every due enrollment on, a batch per transaction."""
+    now = clock.now()
+    if as_of_text is not None:
+        try:
+            now = parse_time(as_of_text, "--as-of")
+        except InvalidField as exc:
+            _fail(str(exc))
+        if now > clock.now():
+            _fail(f"--as-of: {as_of_text} is in the future")
+    timezone = current_app.config["TENURE_SETTINGS"].timezone
+    result = journey_engine.tick(db.session, now=now, timezone=timezone, commit=db.session.commit)
+    db.session.commit()
+    skipped = ", ".join(f"{reason} {n:,}" for reason, n in sorted(result.skipped.items()))
+    click.echo(
+        f"Journeys as of {now:%Y-%m-%d %H:%M:%S %Z}: {result.enrolled:,} enrolled, "
+        f"{result.held_out:,} held out, {sum(result.skipped.values()):,} not admitted"
+        f"{f' ({skipped})' if skipped else ''}; {result.advanced:,} enrollments advanced "
+        f"through {result.steps:,} steps, {result.messages:,} messages written, "
+        f"{result.grants:,} benefits granted, {result.converted:,} conversions"
     )
 
 

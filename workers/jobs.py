@@ -10,6 +10,7 @@ from typing import ParamSpec, TypeVar
 from app import clock, uploads
 from app.extensions import db
 from app.redis_client import get_redis
+from journeys import engine as journey_engine
 from members import ingest, lifecycle_run, points
 from workers import runtime
 from workers.heartbeat import record_heartbeat
@@ -17,6 +18,9 @@ from workers.heartbeat import record_heartbeat
 COUNTS_KEPT = dt.timedelta(days=400)
 # A full lifecycle run over millions of members takes minutes, not RQ's default 180 s.
 FULL_RUN_TIMEOUT = 3600
+# A tick works off its backlog batch by batch, each committed; a long one is cut here
+# and the next tick carries on.
+TICK_TIMEOUT = 600
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -99,6 +103,20 @@ def points_tick() -> str:
     return (
         f"{result.events} events, {result.earned} points earned, "
         f"{result.expired_lots} lots expired, {result.reminders} reminders"
+    )
+
+
+@job
+def journeys_tick() -> str:
+    """Enroll members from new triggers and walk due enrollments on (every minute); a
+    batch per transaction, so that another worker's tick shares the work."""
+    timezone = runtime.current().config["TENURE_SETTINGS"].timezone
+    result = journey_engine.tick(
+        db.session, now=clock.now(), timezone=timezone, commit=db.session.commit
+    )
+    return (
+        f"{result.enrolled} enrolled, {result.advanced} advanced, {result.steps} steps, "
+        f"{result.messages} messages"
     )
 
 

@@ -11,6 +11,7 @@ from app.extensions import csrf, limiter
 
 def register_api(api: Api) -> None:
     from app.api.events import blp as events_blp
+    from app.api.journeys import blp as journeys_blp
     from app.api.keys import blp as keys_blp
     from app.api.lifecycle import blp as lifecycle_blp
     from app.api.loyalty import blp as loyalty_blp
@@ -25,6 +26,7 @@ def register_api(api: Api) -> None:
         track_mappings_blp,
         settings_blp,
         lifecycle_blp,
+        journeys_blp,
         keys_blp,
     )
     for blp in blueprints:

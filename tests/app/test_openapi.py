@@ -38,12 +38,64 @@ def test_every_request_example_works_when_pasted(client, session):
     ]
     operations.sort(key=lambda o: o[0] != "/api/v1/members")
     assert len(operations) >= 14
+    # Journeys' examples build on one another: test_journey_examples_work_in_order.
+    operations = [o for o in operations if "/journeys" not in o[0]]
     for path, method, op in operations:
         media = op["requestBody"]["content"]["application/json"]
         assert "example" in media, f"{method.upper()} {path} has no example"
         url = path.replace("{external_id}", "u-1").replace("{event_name}", "Order Completed")
+
         response = client.open(url, method=method.upper(), json=media["example"], headers=headers)
         assert response.status_code < 300, (path, response.get_json())
         answer = response.get_json() or {}
         statuses = {r.get("status") for r in answer.get("results", [])}
         assert "rejected" not in statuses, (path, answer)
+
+
+def test_journey_examples_work_in_order(client, session):
+    """The journeys' examples, pasted in the order an engineer meets them: create,
+    edit, submit, reject, edit, publish, enroll, a second version, publish, migrate."""
+    import datetime as dt
+
+    from journeys.models import MessageTemplate
+    from members.lifecycle import MemberFeatures
+    from members.member import Member
+    from tests import factories
+
+    headers = factories.bearer(factories.api_key(session, "admin", name="docs")[1])
+    # The example's message template (templates get their own API with messaging),
+    # the member it enrolls, and a member its audience (30+ days since an order) matches.
+    session.add(MessageTemplate(key="winback_50", name="Win-back", channel="sms", body="..."))
+    member = Member(external_id="u-10086")
+    session.add(member)
+    session.flush()
+    now = dt.datetime.now(dt.UTC)
+    session.add(MemberFeatures(member_id=member.id, computed_at=now, days_since_last_order=45))
+    session.commit()
+    spec = client.get("/api/openapi.json").get_json()
+    bodies = {
+        (path, method): op["requestBody"]["content"]["application/json"]["example"]
+        for path, methods in spec["paths"].items()
+        if "/journeys" in path
+        for method, op in methods.items()
+        if isinstance(op, dict) and "requestBody" in op
+    }
+    story = [
+        ("/api/v1/journeys", "post"),
+        ("/api/v1/journeys/{key}/versions/{number}", "put"),
+        ("/api/v1/journeys/{key}/submit", "post"),
+        ("/api/v1/journeys/{key}/reject", "post"),
+        ("/api/v1/journeys/{key}/draft", "put"),
+        ("/api/v1/journeys/{key}/publish", "post"),
+        ("/api/v1/journeys/{key}/enroll", "post"),
+        ("/api/v1/journeys/{key}/draft", "put"),
+        ("/api/v1/journeys/{key}/publish", "post"),
+        ("/api/v1/journeys/{key}/migration/preview", "post"),
+        ("/api/v1/journeys/{key}/migration", "post"),
+    ]
+    assert set(bodies) <= set(story), set(bodies) - set(story)
+    for path, method in story:
+        url = path.replace("{key}", "winback").replace("{number}", "1")
+        body = bodies.get((path, method))
+        response = client.open(url, method=method.upper(), json=body, headers=headers)
+        assert response.status_code < 300, (method, path, response.get_json())
