@@ -46,6 +46,8 @@ class Settings:
     proxy_hops: int = 0
     # An event for an external id Tenure has never seen: create the member, or reject it.
     unknown_members: str = "create"
+    # Enrollments a journey tick claims and walks on per transaction.
+    journey_batch: int = 1000
     testing: bool = False
 
     def __post_init__(self) -> None:
@@ -75,6 +77,8 @@ class Settings:
                 raise ConfigError(
                     f"{variable}={value!r} is not a rate limit (e.g. '10 per minute;50 per hour')"
                 ) from None
+        if not 1 <= self.journey_batch <= 100_000:
+            raise ConfigError("TENURE_JOURNEY_BATCH must be from 1 to 100000")
         if self.unknown_members not in ("create", "reject"):
             raise ConfigError(
                 f"TENURE_UNKNOWN_MEMBERS={self.unknown_members!r} must be create or reject"
@@ -107,6 +111,7 @@ class Settings:
             log_level=(env.get("TENURE_LOG_LEVEL") or "INFO").upper(),
             proxy_hops=_int(env, "TENURE_PROXY_HOPS", 0),
             unknown_members=env.get("TENURE_UNKNOWN_MEMBERS") or "create",
+            journey_batch=_int(env, "TENURE_JOURNEY_BATCH", 1000),
         )
 
     @property

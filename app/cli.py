@@ -396,8 +396,14 @@ def journeys_tick_command(as_of_text: str | None) -> None:
             _fail(str(exc))
         if now > clock.now():
             _fail(f"--as-of: {as_of_text} is in the future")
-    timezone = current_app.config["TENURE_SETTINGS"].timezone
-    result = journey_engine.tick(db.session, now=now, timezone=timezone, commit=db.session.commit)
+    settings = current_app.config["TENURE_SETTINGS"]
+    result = journey_engine.tick(
+        db.session,
+        now=now,
+        timezone=settings.timezone,
+        batch=settings.journey_batch,
+        commit=db.session.commit,
+    )
     db.session.commit()
     skipped = ", ".join(f"{reason} {n:,}" for reason, n in sorted(result.skipped.items()))
     click.echo(

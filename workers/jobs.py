@@ -110,9 +110,13 @@ def points_tick() -> str:
 def journeys_tick() -> str:
     """Enroll members from new triggers and walk due enrollments on (every minute); a
     batch per transaction, so that another worker's tick shares the work."""
-    timezone = runtime.current().config["TENURE_SETTINGS"].timezone
+    settings = runtime.current().config["TENURE_SETTINGS"]
     result = journey_engine.tick(
-        db.session, now=clock.now(), timezone=timezone, commit=db.session.commit
+        db.session,
+        now=clock.now(),
+        timezone=settings.timezone,
+        batch=settings.journey_batch,
+        commit=db.session.commit,
     )
     return (
         f"{result.enrolled} enrolled, {result.advanced} advanced, {result.steps} steps, "
