@@ -151,7 +151,9 @@ KILLED_TICK = textwrap.dedent(
     app = create_app()
     with app.app_context():
         now = dt.datetime.now(dt.UTC)
-        engine.tick(db.session, now=now, timezone="Asia/Shanghai", batch=100, commit=db.session.commit)
+        engine.tick(
+            db.session, now=now, timezone="Asia/Shanghai", batch=100, commit=db.session.commit
+        )
     """
 )
 
