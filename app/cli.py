@@ -21,6 +21,7 @@ from app.auth.service import AuthError, create_api_key, create_user
 from app.extensions import db
 from app.redis_client import get_redis
 from journeys import engine as journey_engine
+from journeys import ready_made
 from members import csv_import, lifecycle_run, points
 from members.errors import InvalidField
 from members.fields import parse_time
@@ -413,6 +414,17 @@ def journeys_tick_command(as_of_text: str | None) -> None:
         f"through {result.steps:,} steps, {result.messages:,} messages written, "
         f"{result.grants:,} benefits granted, {result.converted:,} conversions"
     )
+
+
+@journeys_group.command("install-ready-made", cls=OneLineCommand)
+@click.option("--publish", is_flag=True, help="Publish each one whose audience has members.")
+@with_appcontext
+def journeys_install_command(publish: bool) -> None:
+    """Create the five ready-made journeys (win-back, churn rescue, active growth, VIP
+    care, onboarding) with their message templates, unless they exist."""
+    made = ready_made.install_all(db.session, actor="cli", now=clock.now(), publish=publish)
+    db.session.commit()
+    click.echo(f"Installed: {', '.join(made)}" if made else "All ready-made journeys exist")
 
 
 def _step(label: str | None) -> str:

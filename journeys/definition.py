@@ -199,7 +199,17 @@ def _trigger(value: Any, known: Known, errors: _Errors) -> dict[str, Any]:
     clean: dict[str, Any] = {"type": kind}
     where = "trigger"
     if kind == "stage_entered":
-        clean["stage"] = _choice(data, "stage", where, STAGE_TRIGGERS, errors)
+        # One stage ("stage": "dormant") or several ("stages": ["dormant", "lapsed"]).
+        wanted = data.get("stages", [data.get("stage")] if "stage" in data else None)
+        name = "stages" if "stages" in data else "stage"
+        if (
+            not isinstance(wanted, list)
+            or not wanted
+            or any(s not in STAGE_TRIGGERS for s in wanted)
+        ):
+            errors.add(f"trigger.{name}", f"name one or more of {', '.join(STAGE_TRIGGERS)}")
+            wanted = []
+        clean["stages"] = list(dict.fromkeys(wanted))
     elif kind == "tier_changed":
         to = data.get("to")
         if to is not None and to not in known.tiers:

@@ -398,7 +398,7 @@ def _tier_moves(session: Session, rows: Sequence[Any]) -> dict[int, str]:
 
 def _matches_trigger(trigger: Mapping[str, Any], row: Any, moves: Mapping[int, str]) -> bool:
     if trigger["type"] == "stage_entered":
-        return row.kind == "stage.entered" and row.value == trigger["stage"]
+        return row.kind == "stage.entered" and row.value in trigger["stages"]
     if row.kind != "tier.changed":
         return False
     if trigger.get("to") is not None and row.value != trigger["to"]:
@@ -1039,6 +1039,7 @@ class _Batch:
             "member": render.member_variables(member),
             "context": row["context"],
             "benefit": (row["context"].get("benefit") or {}),
+            "coupon": (row["context"].get("coupon") or {}),
         }
         error, body, title = None, "", None
         if template is None:
@@ -1132,17 +1133,18 @@ class _Batch:
                 "granted_at": self.now,
             }
         )
-        row["context"] = {
-            **row["context"],
-            "benefit": {
-                "kind": benefit,
-                "value": value,
-                "threshold": step.get("threshold"),
-                "code": code,
-                "expires_at": expires_at.isoformat() if expires_at else None,
-                "service": step.get("service"),
-            },
+        granted = {
+            "kind": benefit,
+            "value": value,
+            "threshold": step.get("threshold"),
+            "code": code,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+            "service": step.get("service"),
         }
+        # Messages read the last benefit granted, and the last coupon by its own name.
+        row["context"] = {**row["context"], "benefit": granted}
+        if benefit == "coupon":
+            row["context"]["coupon"] = granted
         self.result.grants += 1
 
     # -- writing the batch

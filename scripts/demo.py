@@ -56,6 +56,7 @@ def main() -> int:
     step("Migrating the database")
     migrate(app)
     password = ensure_admin(app, settings.instance_path)
+    install_journeys(app)
     if stopping:
         return 130
     started_redis = False
@@ -135,6 +136,19 @@ def migrate(app) -> None:
 
     with app.app_context():
         upgrade()
+
+
+def install_journeys(app) -> None:
+    """The five ready-made journeys, published where their audience has members."""
+    from app import clock
+    from app.extensions import db
+    from journeys import ready_made
+
+    with app.app_context():
+        made = ready_made.install_all(db.session, actor="demo", now=clock.now(), publish=True)
+        db.session.commit()
+    if made:
+        step(f"Installed the ready-made journeys: {', '.join(made)}")
 
 
 def ensure_admin(app, instance: Path) -> str:

@@ -315,6 +315,18 @@ def test_a_journey_that_needs_approval_goes_live_once_an_approver_publishes_it(s
     assert (approved.actor, approved.details) == ("ada", {"version": 1})
 
 
+@pytest.mark.xfail(
+    reason="BUG: versions.publish lets an approver publish a draft that was never"
+    " submitted, though its docstring says a journey that needs approval is published"
+    " 'only once submitted'; no journey.approved is then audited",
+    strict=True,
+)
+def test_a_journey_that_needs_approval_is_published_only_once_submitted(session):
+    journey = _create(session, needs_approval=True)
+    with pytest.raises(versions.Conflict):
+        versions.publish(session, journey, actor="ada", now=T1, approver=True)
+
+
 def test_a_rejected_version_goes_back_to_draft(session):
     journey = _create(session, needs_approval=True)
     with pytest.raises(versions.Conflict, match="no version is waiting"):
@@ -374,6 +386,17 @@ def test_an_illegal_status_change_is_a_conflict(session, published, path, status
         versions.set_status(session, journey, status, actor="bob", now=T1)
     assert journey.status == before
     assert _count(session, AuditEntry) == audits
+
+
+@pytest.mark.xfail(
+    reason="BUG: versions.set_status looks the allowed transitions up with [status], so"
+    " a change to DRAFT raises KeyError instead of Conflict",
+    strict=True,
+)
+def test_a_journey_cannot_go_back_to_draft(session):
+    journey = _published(session)
+    with pytest.raises(versions.Conflict):
+        versions.set_status(session, journey, JourneyStatus.DRAFT, actor="bob", now=T1)
 
 
 def test_a_draft_journey_may_be_archived(session):
@@ -549,10 +572,14 @@ def test_an_audience_on_attributes_counts_numbers_and_text(session, audience):
     assert journey.status == JourneyStatus.ACTIVE
 
 
-@pytest.mark.parametrize("aud", ["attributes.level in (3, 'gold')", "attributes.level in ('gold', 3)", "attributes.level != 3", "attributes.level not in (3, 4)", "tier != 'gold'", "spend_365d < 100"])
-def test_scratch(session, aud):
-    _member(session, attributes={"level": "gold"}, tier="gold")
-    _member(session, attributes={"level": 3})
-    _member(session)
-    from journeys import audience
-    print(aud, audience.count(session, audience.read(aud)))
+@pytest.mark.xfail(
+    reason="BUG: an attribute list that mixes numbers and text passes the definition"
+    " check, and the audience count at publish fails in the database",
+    strict=True,
+)
+def test_an_attribute_list_mixing_numbers_and_text_is_refused_not_a_database_error(session):
+    _member(session, attributes={"level": "gold"})
+    with pytest.raises(InvalidFields) as raised:
+        journey = _create(session, _for("attributes.level in (3, 'gold')"))
+        versions.publish(session, journey, actor="bob", now=T0, approver=True)
+    assert list(raised.value.errors) == ["definition.entry.audience"]
