@@ -171,9 +171,15 @@ class _Parser:
         opening = self.take()
         if opening.text != "(":
             raise ConditionError("after in, list the values in ( )", opening.position)
-        items = [self.value(self.take(), kind)]
+        first = self.take()
+        items = [self.value(first, kind)]
+        if kind == "any":  # the first value decides: a list holds numbers or text
+            kind = "text" if isinstance(items[0], str) else "number"
         while (token := self.take()).text == ",":
-            items.append(self.value(self.take(), kind))
+            item = self.take()
+            if (item.kind == "text") != (kind == "text") and item.kind in ("text", "number"):
+                raise ConditionError("a list holds numbers or text, not both", item.position)
+            items.append(self.value(item, kind))
         if token.text != ")":
             raise ConditionError("a ( is not closed", token.position)
         return tuple(items)

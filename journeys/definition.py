@@ -90,8 +90,11 @@ def check(data: Any, known: Known, *, key: str | None = None) -> tuple[dict[str,
         for step_id, step in steps.items():
             if isinstance(step, Mapping) and step.get("type") in graph.EXITS:
                 clean["steps"][step_id] = _step(str(step_id), step, known, key, errors)
-    if clean["goal"] is None and clean["entry"].get("exit") in ("on_conversion", "either"):
+    exit_mode = clean["entry"].get("exit")
+    if clean["goal"] is None and exit_mode in ("on_conversion", "either"):
         errors.add("goal", "exit on conversion needs a goal")
+    if not clean["entry"].get("audience") and exit_mode in ("when_unmatched", "either"):
+        errors.add("entry.audience", "exit when the member no longer matches needs an audience")
     return clean, dict(errors)
 
 
@@ -118,7 +121,7 @@ def _integer(
     value = data.get(name, default)
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,9}\s*", value):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         errors.add(f"{where}.{name}", f"must be a whole number from {low} to {high}")

@@ -94,7 +94,7 @@ def live(journey: Journey) -> JourneyVersion | None:
 def _checked(session: Session, data: Any, key: str) -> dict[str, Any]:
     clean, errors = definition.check(data, known(session, but=key), key=key)
     if errors:
-        raise InvalidFields({f"definition.{where}": message for where, message in errors.items()})
+        raise InvalidFields(_under_definition(errors))
     return clean
 
 
@@ -196,7 +196,7 @@ def editable(journey: Journey, number: int) -> JourneyVersion:
 def publish_errors(session: Session, journey: Journey, draft: JourneyVersion) -> dict[str, str]:
     """What stops a draft from going live, beyond the checks made at every save."""
     clean, errors = definition.check(draft.definition, known(session, but=journey.key))
-    problems = {f"definition.{where}": message for where, message in errors.items()}
+    problems = _under_definition(errors)
     text = clean.get("entry", {}).get("audience")
     if text and not problems and audience.count(session, audience.read(text)) == 0:
         problems["definition.entry.audience"] = "matches no member today"
@@ -228,8 +228,8 @@ def publish(
     """Make the open draft (or the version awaiting approval) the live version.
 
     ``approver``: the actor may approve (an admin). A journey that needs approval
-    is published only by an approver, and only once submitted by someone else or by
-    the approver themself."""
+    is published only by an approver: a version a marketer submitted (the approval),
+    or the approver's own draft, which needs no second pair of eyes by this rule."""
     _not_archived(journey)
     draft = _open_draft(journey)
     if journey.needs_approval and not approver:
@@ -240,7 +240,8 @@ def publish(
     previous = live(journey)
     if previous is not None:
         previous.status = VersionStatus.SUPERSEDED
-    action = "journey.approved" if draft.status == VersionStatus.PENDING_APPROVAL else None
+    pending = draft.status == VersionStatus.PENDING_APPROVAL
+    action = "journey.approved" if pending and approver else None
     draft.status = VersionStatus.PUBLISHED
     draft.published_by, draft.published_at = actor, now
     journey.live_version_id = draft.id
@@ -276,7 +277,7 @@ def set_status(
         JourneyStatus.PAUSED: (JourneyStatus.ACTIVE,),
         JourneyStatus.ACTIVE: (JourneyStatus.PAUSED,),
         JourneyStatus.ARCHIVED: (JourneyStatus.DRAFT, JourneyStatus.ACTIVE, JourneyStatus.PAUSED),
-    }[status]
+    }.get(status, ())
     if journey.status not in allowed:
         raise Conflict(f"a {journey.status.value} journey cannot become {status.value}")
     before = journey.status
@@ -392,6 +393,13 @@ def _migration_ends(
     if errors:
         raise InvalidFields(errors)
     return source, target
+
+
+def _under_definition(errors: Mapping[str, str]) -> dict[str, str]:
+    return {
+        where if where == "definition" else f"definition.{where}": message
+        for where, message in errors.items()
+    }
 
 
 def _open_draft(journey: Journey) -> JourneyVersion:

@@ -380,10 +380,16 @@ _SCHEDULE = {"type": "schedule"}
             id="exit-on-conversion-without-goal",
         ),
         pytest.param(
-            _changed(goal=None, entry={"exit": "either"}),
+            _changed(goal=None, entry={"exit": "either", "audience": "orders_90d >= 1"}),
             "goal",
             "exit on conversion needs a goal",
             id="exit-either-without-goal",
+        ),
+        pytest.param(
+            _changed(entry={"exit": "when_unmatched"}),
+            "entry.audience",
+            "needs an audience",
+            id="exit-when-unmatched-without-audience",
         ),
         pytest.param(
             _changed(trigger={"type": "tier_changed", "to": "platinum"}),
@@ -494,20 +500,10 @@ def test_attribute_conditions_accept_numbers_and_text(data, where):
     [
         pytest.param(
             "--5",
-            marks=pytest.mark.xfail(
-                reason="BUG: definition._integer calls int() on '--5' after lstrip('-').isdigit()"
-                " and raises ValueError instead of adding an error",
-                strict=True,
-            ),
             id="double-minus",
         ),
         pytest.param(
             "²",
-            marks=pytest.mark.xfail(
-                reason="BUG: definition._integer takes '²' for a digit (str.isdigit) and int()"
-                " raises ValueError instead of adding an error",
-                strict=True,
-            ),
             id="superscript-two",
         ),
         pytest.param("two", id="word"),
@@ -520,12 +516,6 @@ def test_a_whole_number_that_is_not_one_gets_a_message_not_a_crash(days):
     assert errors == {"steps.pause.days": "must be a whole number from 0 to 365"}
 
 
-@pytest.mark.xfail(
-    reason="BUG: conditions._Parser.value decides an attribute's kind per value, so a list"
-    " may mix numbers and text; audience.where then compares one column with both and"
-    " the count at publish fails in the database",
-    strict=True,
-)
 def test_an_attribute_list_mixing_numbers_and_text_is_refused():
     _, errors = _check(_changed(entry={"audience": "attributes.level in (3, 'gold')"}))
     assert list(errors) == ["entry.audience"]
