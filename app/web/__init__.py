@@ -9,6 +9,7 @@ from app.web import (  # noqa: E402, F401  (routes register on bp)
     data_in,
     home,
     imports,
+    journeys,
     points,
     settings,
     stages,
