@@ -61,7 +61,7 @@ def step_counts(session: Session, journey_id: int) -> dict[str, StepCounts]:
         .group_by(Message.step)
     ):
         at(step).messages += n
-    for step, counted in counts.items():
+    for counted in counts.values():
         if counted.outcomes.get("exit"):
             counted.exited += counted.outcomes["exit"]
     return counts
