@@ -19,7 +19,7 @@ from app.api.blueprint import Blueprint
 from app.api.members import member_or_404
 from app.auth.models import Scope
 from app.extensions import db
-from journeys import audience, engine, versions
+from journeys import audience, engine, report, versions
 from journeys.models import Journey, JourneyStatus, JourneyVersion
 from members.errors import InvalidFields, NotFound
 
@@ -588,3 +588,71 @@ def _timezone() -> str:
     from flask import current_app
 
     return current_app.config["TENURE_SETTINGS"].timezone
+
+
+class ProportionsOut(Schema):
+    treated = fields.Int(metadata={"description": "Converted members in the journey"})
+    treated_n = fields.Int(metadata={"description": "Members in the journey (not held out)"})
+    control = fields.Int(metadata={"description": "Converted members of the holdout"})
+    control_n = fields.Int(metadata={"description": "Members held out"})
+    treated_rate = fields.Float()
+    control_rate = fields.Float()
+    absolute_lift = fields.Float(metadata={"description": "Difference of the rates"})
+    absolute_ci = fields.List(fields.Float(), metadata={"description": "95% CI (Newcombe)"})
+    relative_lift = fields.Float(allow_none=True)
+    relative_ci = fields.List(
+        fields.Float(), allow_none=True, metadata={"description": "95% CI (log ratio)"}
+    )
+    p_value = fields.Float(metadata={"description": "Two-proportion z-test"})
+
+
+class FunnelStepOut(Schema):
+    step = fields.Str()
+    kind = fields.Str()
+    name = fields.Str(allow_none=True)
+    entered = fields.Int()
+    share = fields.Float()
+    waiting = fields.Int()
+    messages = fields.Int()
+
+
+class BenefitLineOut(Schema):
+    kind = fields.Str()
+    granted = fields.Int()
+    redeemed = fields.Int()
+    redeemed_value = fields.Decimal(as_string=True, metadata={"type": "string"})
+    points = fields.Int()
+
+
+class ReportOut(Schema):
+    version = fields.Int()
+    totals = fields.Dict(keys=fields.Str(), values=fields.Int())
+    goal = fields.Dict(allow_none=True)
+    conversion = fields.Nested(ProportionsOut, allow_none=True)
+    funnel = fields.List(fields.Nested(FunnelStepOut))
+    messages = fields.Dict(keys=fields.Str(), values=fields.Int())
+    benefits = fields.List(fields.Nested(BenefitLineOut))
+    cost = fields.Decimal(as_string=True, metadata={"type": "string"})
+
+
+@blp.route("/<key>/report")
+class ReportView(MethodView):
+    @require_scope(Scope.READ, Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.response(200, ReportOut)
+    def get(self, key: str):
+        """The journey's funnel per step, conversion against its holdout (lift with 95%
+        intervals and a p-value), messages by status, benefits granted and redeemed."""
+        journey = _journey_or_404(key)
+        shown = versions.live(journey) or versions.latest(journey)
+        built = report.build(db.session, journey, shown.definition)
+        return {
+            "version": shown.version,
+            "totals": built.totals.as_dict(),
+            "goal": built.goal,
+            "conversion": built.conversion,
+            "funnel": built.funnel,
+            "messages": built.messages,
+            "benefits": built.benefits,
+            "cost": built.cost,
+        }

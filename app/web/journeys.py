@@ -23,7 +23,17 @@ from app.extensions import db
 from app.web import bp
 from app.web.programme import EDITORS
 from experiments.models import Experiment
-from journeys import audience, definition, diagram, dry_run, graph, ready_made, stats, versions
+from journeys import (
+    audience,
+    definition,
+    diagram,
+    dry_run,
+    graph,
+    ready_made,
+    report,
+    stats,
+    versions,
+)
 from journeys.models import Enrollment, Journey, JourneyCount, JourneyStatus, MessageTemplate
 from members.errors import InvalidFields, NotFound
 from members.member import Member
@@ -741,4 +751,18 @@ def migrate_journey(key: str):
             errors=errors,
         ),
         400 if errors else 200,
+    )
+
+
+@bp.get("/journeys/<key>/report")
+@login_required
+def journey_report(key: str):
+    journey = _journey_or_404(key)
+    shown = versions.live(journey) or versions.latest(journey)
+    return render_template(
+        "journey_report.html",
+        journey=journey,
+        version=shown,
+        report=report.build(db.session, journey, shown.definition),
+        step_types=STEP_TYPES,
     )

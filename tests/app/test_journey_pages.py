@@ -216,3 +216,32 @@ def test_analysts_read_but_cannot_change(app, client, marketer, session):
     assert "Save trigger" not in page.get_data(as_text=True)
     assert _post(client, "/journeys/winback-nov/publish", token).status_code == 403
     assert client.get("/journeys/new").status_code == 403
+
+
+def test_the_report_compares_conversion_with_the_holdout(client, marketer, session):
+    _create_winback(client, marketer)
+    session.add_all(Member(external_id=f"rp-{i}") for i in range(40))
+    session.commit()
+    _post(client, "/journeys/winback-nov/publish", marketer)
+    journey = session.scalar(select(Journey).where(Journey.key == "winback-nov"))
+    members = session.scalars(select(Member.id).where(Member.external_id.like("rp-%"))).all()
+    for index, member_id in enumerate(members):
+        held = index >= 20
+        converted = (index < 10) or (20 <= index < 24)
+        session.add(
+            Enrollment(
+                journey_id=journey.id,
+                journey_version_id=journey.live_version_id,
+                member_id=member_id,
+                state=EnrollmentState.HELD_OUT if held else EnrollmentState.COMPLETED,
+                current_step=None if held else "done",
+                entered_at=journey.created_at,
+                converted_at=journey.created_at if converted else None,
+            )
+        )
+    session.commit()
+    page = client.get("/journeys/winback-nov/report")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "50.00%" in html and "20.00%" in html  # 10 of 20 against 4 of 20
+    assert "+30.00 percentage points" in html

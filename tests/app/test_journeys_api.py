@@ -299,3 +299,17 @@ def test_the_journey_tick_command(app, session, writer, client):
     refused = runner.invoke(args=["journeys", "tick", "--as-of", future])
     assert refused.exit_code != 0
     assert "in the future" in refused.output
+
+
+def test_the_report_through_the_api(client, writer, session):
+    session.add(Member(external_id="u-r"))
+    session.commit()
+    _create(client, writer)
+    client.post(f"{URL}/welcome/publish", headers=writer)
+    client.post(f"{URL}/welcome/enroll", json={"member": "u-r"}, headers=writer)
+    answer = client.get(f"{URL}/welcome/report", headers=writer)
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert body["totals"]["entered"] == 1
+    assert [s["step"] for s in body["funnel"]] == ["hello", "rest", "bye"]
+    assert body["funnel"][0]["entered"] == 1 and body["conversion"] is None
