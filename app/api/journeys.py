@@ -10,7 +10,7 @@ from flask import g
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import RAISE, Schema, fields, validate
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app import clock
@@ -300,10 +300,13 @@ class Journeys(MethodView):
             query = query.where(Journey.status == args["status"])
         else:
             query = query.where(Journey.status != JourneyStatus.ARCHIVED)
-        page, size = pagination_parameters.page, pagination_parameters.page_size
-        rows = db.session.scalars(query.offset((page - 1) * size).limit(size + 1)).all()
-        pagination_parameters.item_count = (page - 1) * size + len(rows)
-        return [_out(journey) for journey in rows[:size]]
+        total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+        pagination_parameters.item_count = total
+        offset = (pagination_parameters.page - 1) * pagination_parameters.page_size
+        if offset >= total:
+            return []  # past the end (and never an offset the database cannot hold)
+        rows = db.session.scalars(query.offset(offset).limit(pagination_parameters.page_size))
+        return [_out(journey) for journey in rows]
 
     @require_scope(Scope.WRITE)
     @blp.doc(**BEARER_DOC)
