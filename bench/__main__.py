@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import api_auth, events_insert, ingest, lifecycle
+from bench import api_auth, events_insert, ingest, journeys, lifecycle
 
-BENCHMARKS = [events_insert, api_auth, ingest, lifecycle]
+BENCHMARKS = [events_insert, api_auth, ingest, lifecycle, journeys]
 
 
 def main() -> int:

@@ -25,6 +25,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -57,6 +58,7 @@ from members.tiers import SETTING as LADDER
 
 _enrollments, _runs, _messages = Enrollment.__table__, StepRun.__table__, Message.__table__
 _grants, _triggers, _events = BenefitGrant.__table__, Trigger.__table__, Event.__table__
+_members, _member_features = Member.__table__, MemberFeatures.__table__
 INSIDE = (EnrollmentState.ACTIVE, EnrollmentState.WAITING)
 DUE = (*INSIDE, EnrollmentState.HELD_OUT)
 BATCH = 1000
@@ -810,8 +812,18 @@ class _Batch:
             )
         self.versions = versions
         ids = {r["member_id"] for r in rows}
-        self.members = {m.id: m for m in session.scalars(select(Member).where(Member.id.in_(ids)))}
-        self.features = _features(session, ids)
+        # Plain rows, not ORM objects: a batch reads thousands and changes few.
+        self.members = {
+            m.id: SimpleNamespace(**m._mapping)
+            for m in session.execute(select(_members).where(_members.c.id.in_(ids)))
+        }
+        self.features = {
+            f.member_id: f
+            for f in session.execute(
+                select(_member_features).where(_member_features.c.member_id.in_(ids))
+            )
+        }
+        self.attributes: dict[int, dict[str, Any]] = {}  # member -> attributes to write
         self.keys = dict(session.execute(select(Journey.id, Journey.key)).all())
         self.step_runs: list[dict] = []
         self.messages: list[dict] = []
@@ -927,7 +939,7 @@ class _Batch:
                 attributes.pop(step["attribute"], None)
             else:
                 attributes[step["attribute"]] = step["value"]
-            member.attributes = attributes
+            member.attributes = self.attributes[member.id] = attributes
         elif kind == "webhook":
             self.webhook(row, step_id, step, member, key)
         elif kind == "branch":
@@ -1162,7 +1174,7 @@ class _Batch:
             for member, amount, key, source_ref in self.points:
                 points.earn(
                     session,
-                    member,
+                    session.get(Member, member.id),
                     amount,
                     reason=f"journey {source_ref}",
                     now=self.now,
@@ -1171,6 +1183,17 @@ class _Batch:
                     key=key,
                     source="journey",
                 )
+        if self.attributes:
+            m = _members.c
+            session.execute(
+                update(_members)
+                .where(m.id == bindparam("member_id"))
+                .values(attributes=bindparam("new_attributes")),
+                [
+                    {"member_id": member_id, "new_attributes": attributes}
+                    for member_id, attributes in self.attributes.items()
+                ],
+            )
         e = _enrollments.c
         columns = (
             "state",
