@@ -749,6 +749,30 @@ def tick(
     result = intake(session, now=now, timezone=timezone)
     if commit is not None:
         commit()
+    result.add(
+        advance_all(
+            session,
+            now=now,
+            timezone=timezone,
+            batch=batch,
+            commit=commit,
+            max_batches=max_batches,
+        )
+    )
+    return result
+
+
+def advance_all(
+    session: Session,
+    *,
+    now: dt.datetime,
+    timezone: str,
+    batch: int = BATCH,
+    commit: Any = None,
+    max_batches: int | None = None,
+) -> TickResult:
+    """Advance due enrollments batch by batch until none is left (or ``max_batches``)."""
+    result = TickResult()
     versions: dict[int, Mapping[str, Any]] = {}
     while max_batches is None or result.batches < max_batches:
         done = advance(session, now=now, timezone=timezone, limit=batch, versions=versions)
@@ -758,6 +782,12 @@ def tick(
         if done.advanced < batch:
             break
     return result
+
+
+def due_count(session: Session, now: dt.datetime) -> int:
+    """How many enrollments are due: the backlog that helper jobs may share."""
+    e = _enrollments.c
+    return session.scalar(select(func.count()).where(e.state.in_(DUE), e.next_run_at <= now)) or 0
 
 
 def advance(

@@ -7,12 +7,14 @@ import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+from rq import Queue
+
 from app import clock, uploads
 from app.extensions import db
 from app.redis_client import get_redis
 from journeys import engine as journey_engine
 from members import ingest, lifecycle_run, points
-from workers import runtime
+from workers import queues, runtime
 from workers.heartbeat import record_heartbeat
 
 COUNTS_KEPT = dt.timedelta(days=400)
@@ -21,6 +23,8 @@ FULL_RUN_TIMEOUT = 3600
 # A tick works off its backlog batch by batch, each committed; a long one is cut here
 # and the next tick carries on.
 TICK_TIMEOUT = 600
+# At most this many helper jobs share a tick's backlog (more than the workers is waste).
+TICK_HELPERS = 8
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -108,20 +112,45 @@ def points_tick() -> str:
 
 @job
 def journeys_tick() -> str:
-    """Enroll members from new triggers and walk due enrollments on (every minute); a
-    batch per transaction, so that another worker's tick shares the work."""
+    """Enroll members from new triggers and walk due enrollments on (every minute), a
+    batch per transaction. A backlog of several batches is shared: helper jobs on other
+    workers claim their own batches (claims are made in the database)."""
     settings = runtime.current().config["TENURE_SETTINGS"]
-    result = journey_engine.tick(
+    now = clock.now()
+    result = journey_engine.intake(db.session, now=now, timezone=settings.timezone)
+    db.session.commit()
+    backlog = journey_engine.due_count(db.session, now) // settings.journey_batch
+    helpers = min(TICK_HELPERS, backlog)
+    queue = Queue(queues.HIGH, connection=get_redis())
+    for _ in range(helpers):
+        queue.enqueue(journeys_advance, job_timeout=TICK_TIMEOUT)
+    result.add(
+        journey_engine.advance_all(
+            db.session,
+            now=now,
+            timezone=settings.timezone,
+            batch=settings.journey_batch,
+            commit=db.session.commit,
+        )
+    )
+    return (
+        f"{result.enrolled} enrolled, {result.advanced} advanced, {result.steps} steps, "
+        f"{result.messages} messages; {helpers} helper jobs"
+    )
+
+
+@job
+def journeys_advance() -> str:
+    """A helper of the journey tick: walk due enrollments on, batch by batch."""
+    settings = runtime.current().config["TENURE_SETTINGS"]
+    result = journey_engine.advance_all(
         db.session,
         now=clock.now(),
         timezone=settings.timezone,
         batch=settings.journey_batch,
         commit=db.session.commit,
     )
-    return (
-        f"{result.enrolled} enrolled, {result.advanced} advanced, {result.steps} steps, "
-        f"{result.messages} messages"
-    )
+    return f"{result.advanced} advanced, {result.steps} steps, {result.messages} messages"
 
 
 @job

@@ -157,3 +157,45 @@ def test_the_points_tick_earns_for_orders(redis, app, session):
     assert job.return_value() == "1 events, 88 points earned, 0 lots expired, 0 reminders"
     session.refresh(member)
     assert member.points_balance == 88
+
+
+def test_the_journey_tick_shares_a_backlog_with_helper_jobs(redis, app, session):
+    import dataclasses
+    import datetime as dt
+
+    from journeys import control, engine, versions
+    from journeys.models import Enrollment, EnrollmentState, MessageTemplate
+    from members.member import Member
+
+    at = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+    app.config["TENURE_CLOCK"] = lambda: at
+    app.config["TENURE_SETTINGS"] = dataclasses.replace(
+        app.config["TENURE_SETTINGS"], journey_batch=10
+    )
+    control.SETTING.save(session, control.ControlGroup(percent=0), actor="t", now=at)
+    session.add(MessageTemplate(key="hi", name="hi", channel="sms", body="hi"))
+    definition = {
+        "trigger": {"type": "api"},
+        "start": "hi",
+        "steps": {
+            "hi": {"type": "send", "channel": "sms", "template": "hi", "next": "bye"},
+            "bye": {"type": "exit"},
+        },
+    }
+    journey = versions.create(
+        session, key="hi", name="hi", definition_data=definition, actor="t", now=at
+    )
+    versions.publish(session, journey, actor="t", now=at, approver=True)
+    session.add_all(Member(external_id=f"h-{i}") for i in range(35))
+    session.flush()
+    live = engine.live_journeys(session)[0]
+    ids = session.scalars(select(Member.id)).all()
+    engine.admit(session, live, [engine.Candidate(i) for i in ids], now=at, timezone="UTC")
+    session.commit()
+    high = Queue(queues.HIGH, connection=redis)
+    tick = high.enqueue(jobs.journeys_tick)
+    SimpleWorker([high], connection=redis).work(burst=True)
+    assert tick.get_status(refresh=True) == "finished"
+    assert tick.return_value().endswith("3 helper jobs")  # 35 due: three more batches
+    done = session.scalar(select(func.count()).where(Enrollment.state == EnrollmentState.COMPLETED))
+    assert done == 35
