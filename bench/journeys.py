@@ -95,9 +95,7 @@ def _admit(lives: list[engine.Live], ids: list[int], now: dt.datetime) -> float:
     started = time.perf_counter()
     for index, live in enumerate(lives):
         mine = ids[index :: len(lives)]
-        engine.admit(
-            db.session, live, [engine.Candidate(i) for i in mine], now=now, timezone=TZ
-        )
+        engine.admit(db.session, live, [engine.Candidate(i) for i in mine], now=now, timezone=TZ)
         db.session.commit()
     return time.perf_counter() - started
 

@@ -9,6 +9,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app import clock
@@ -16,6 +17,8 @@ from app.api.auth import BEARER_DOC, api_actor, require_scope
 from app.api.blueprint import Blueprint
 from app.auth.models import Scope
 from app.extensions import db
+from journeys import control
+from journeys.models import GlobalControl
 from members import points, programme, stages, tiers
 from members.errors import InvalidFields
 from members.lifecycle import Stage
@@ -421,3 +424,64 @@ class PointsRulesView(MethodView):
             _invalid(exc)
         _save(points.save, rules, body["version"])
         return _current(points)
+
+
+# --- the global control group ------------------------------------------------------
+
+
+_CONTROL_PERCENT = dict(
+    percent=fields.Decimal(
+        required=True,
+        allow_nan=False,
+        validate=validate.Range(min=0, max=control.MAX_PERCENT),
+        metadata={
+            "type": "number",
+            "description": "Share of all members that no marketing journey touches (0-20)",
+            "example": 5,
+        },
+    ),
+    salt=fields.Raw(load_default=None, metadata={"description": "Ignored: it never changes"}),
+    members=fields.Raw(load_default=None, metadata={"description": "Ignored"}),
+)
+ControlGroupIn = type(
+    "ControlGroupIn",
+    (Schema,),
+    {"Meta": type("Meta", (), {"unknown": RAISE}), **_CONTROL_PERCENT, **_VERSION_FIELDS},
+)
+
+
+class ControlGroupOut(_VersionedOut):
+    percent = fields.Decimal(as_string=True, metadata={"type": "string", "example": "5"})
+    salt = fields.Str(metadata={"description": "What members are hashed with; fixed"})
+    members = fields.Int(metadata={"description": "Members recorded in the group so far"})
+
+
+def _control_group() -> dict[str, Any]:
+    return {
+        **_current(control),
+        "members": db.session.scalar(select(func.count()).select_from(GlobalControl)) or 0,
+    }
+
+
+@blp.route("/global-control")
+class GlobalControlView(MethodView):
+    @require_scope(Scope.READ, Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.response(200, ControlGroupOut)
+    def get(self):
+        """The programme's global control group: the share of all members no marketing
+        journey touches, so that the programme's total uplift can be measured."""
+        return _control_group()
+
+    @require_scope(Scope.ADMIN)
+    @blp.doc(**BEARER_DOC)
+    @blp.arguments(ControlGroupIn, example={"percent": 5})
+    @blp.response(200, ControlGroupOut)
+    @blp.alt_response(409, response="CONFLICT")
+    def put(self, body):
+        """Change the share. Members already in the group stay in it: a larger share
+        adds members, a smaller one only stops new members from joining."""
+        group, _version = control.SETTING.load(db.session)
+        changed = control.ControlGroup(percent=body["percent"], salt=group.salt)
+        _save(control.SETTING.save, changed, body["version"])
+        return _control_group()

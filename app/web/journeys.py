@@ -25,6 +25,7 @@ from app.web.programme import EDITORS
 from experiments.models import Experiment
 from journeys import (
     audience,
+    control,
     definition,
     diagram,
     dry_run,
@@ -108,6 +109,7 @@ def journeys():
             select(Enrollment.journey_id, func.count()).group_by(Enrollment.journey_id)
         ).all()
     )
+    group, _version = control.SETTING.load(db.session)
     return render_template(
         "journeys.html",
         journeys=rows,
@@ -115,6 +117,9 @@ def journeys():
         entered=entered,
         triggers=TRIGGERS,
         can_edit=_can_edit(),
+        group=group,
+        in_group=db.session.scalar(select(func.count()).select_from(control.GlobalControl)),
+        is_admin=current_user.role == Role.ADMIN,
     )
 
 
@@ -766,3 +771,25 @@ def journey_report(key: str):
         report=report.build(db.session, journey, shown.definition),
         step_types=STEP_TYPES,
     )
+
+
+@bp.post("/journeys/control-group")
+@role_required(Role.ADMIN)
+def save_control_group():
+    group, _version = control.SETTING.load(db.session)
+    try:
+        changed = control.parse({"percent": request.form.get("percent", ""), "salt": group.salt})
+    except InvalidFields as exc:
+        flash(_("Global control group: %(m)s", m=exc.errors["percent"]), "error")
+        return redirect(url_for("web.journeys"))
+    saved = control.SETTING.save(db.session, changed, actor=_actor(), now=clock.now())
+    db.session.commit()
+    if saved is not None:
+        flash(
+            _(
+                "The global control group is now %(p)s%% of members.",
+                p=changed.as_dict()["percent"],
+            ),
+            "success",
+        )
+    return redirect(url_for("web.journeys"))

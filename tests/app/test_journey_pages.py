@@ -245,3 +245,15 @@ def test_the_report_compares_conversion_with_the_holdout(client, marketer, sessi
     assert page.status_code == 200
     assert "50.00%" in html and "20.00%" in html  # 10 of 20 against 4 of 20
     assert "+30.00 percentage points" in html
+
+
+def test_an_admin_changes_the_global_control_group(app, client, session):
+    factories.user(session, "admin")
+    factories.login(client, "admin@shop.example")
+    token = factories.csrf_token(client, "/journeys")
+    assert "5% of all members" in client.get("/journeys").get_data(as_text=True)
+    bad = _post(client, "/journeys/control-group", token, percent="abc")
+    assert bad.status_code == 302
+    assert "must be a number from 0 to 20" in client.get("/journeys").get_data(as_text=True)
+    _post(client, "/journeys/control-group", token, percent="7.5")
+    assert "7.5% of all members" in client.get("/journeys").get_data(as_text=True)

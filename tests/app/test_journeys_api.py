@@ -313,3 +313,17 @@ def test_the_report_through_the_api(client, writer, session):
     assert body["totals"]["entered"] == 1
     assert [s["step"] for s in body["funnel"]] == ["hello", "rest", "bye"]
     assert body["funnel"][0]["entered"] == 1 and body["conversion"] is None
+
+
+def test_the_global_control_group_setting(client, writer, admin, session):
+    url = "/api/v1/settings/global-control"
+    first = client.get(url, headers=writer).get_json()
+    assert (first["percent"], first["version"], first["members"]) == ("5", 0, 0)
+    assert client.put(url, json={"percent": 8}, headers=writer).status_code == 403
+    too_big = client.put(url, json={"percent": 30}, headers=admin)
+    assert "percent" in _fields(too_big)
+    changed = client.put(url, json={"percent": 8, "version": 0}, headers=admin)
+    assert changed.status_code == 200, changed.get_json()
+    assert (changed.get_json()["percent"], changed.get_json()["salt"]) == ("8", first["salt"])
+    stale = client.put(url, json={"percent": 3, "version": 0}, headers=admin)
+    assert stale.status_code == 409
