@@ -30,7 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
-from sqlalchemy import bindparam, extract, func, insert, select, update
+from sqlalchemy import extract, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from experiments import assignment
@@ -1193,12 +1193,9 @@ class _Batch:
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         session = self.session
-        if self.step_runs:
-            session.execute(insert(_runs), self.step_runs)
-        if self.messages:
-            session.execute(insert(_messages), self.messages)
-        if self.grants:
-            session.execute(insert(_grants), self.grants)
+        bulk.insert_rows(session, _runs, self.step_runs)
+        bulk.insert_rows(session, _messages, self.messages)
+        bulk.insert_rows(session, _grants, self.grants)
         if self.points:
             rules, _ = points.load(session)
             for member, amount, key, source_ref in self.points:
@@ -1213,18 +1210,12 @@ class _Batch:
                     key=key,
                     source="journey",
                 )
-        if self.attributes:
-            m = _members.c
-            session.execute(
-                update(_members)
-                .where(m.id == bindparam("member_id"))
-                .values(attributes=bindparam("new_attributes")),
-                [
-                    {"member_id": member_id, "new_attributes": attributes}
-                    for member_id, attributes in self.attributes.items()
-                ],
-            )
-        e = _enrollments.c
+        bulk.update_rows(
+            session,
+            _members,
+            "id",
+            [{"id": member_id, "attributes": a} for member_id, a in self.attributes.items()],
+        )
         columns = (
             "state",
             "current_step",
@@ -1236,14 +1227,11 @@ class _Batch:
             "exited_at",
             "exit_reason",
         )
-        session.execute(
-            update(_enrollments)
-            .where(e.id == bindparam("enrollment_id"))
-            .values({name: bindparam(f"new_{name}") for name in columns}),
-            [
-                {"enrollment_id": row["id"], **{f"new_{name}": row[name] for name in columns}}
-                for row in rows
-            ],
+        bulk.update_rows(
+            session,
+            _enrollments,
+            "id",
+            [{"id": row["id"], **{name: row[name] for name in columns}} for row in rows],
         )
         session.flush()
 

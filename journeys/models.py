@@ -117,7 +117,7 @@ class Enrollment(Base):
         # The engine claims due enrollments by (state, next_run_at).
         Index(None, "state", "next_run_at"),
         Index(None, "member_id", "state"),
-        Index(None, "journey_id", "member_id"),
+        # (journey, member) lookups use the unique constraint's index below.
         Index(None, "journey_id", "entered_at"),
         Index(None, "journey_version_id", "state", "current_step"),
         UniqueConstraint("journey_id", "member_id", "entry_key"),

@@ -105,11 +105,6 @@ def upgrade():
             unique=False,
         )
         batch_op.create_index(
-            batch_op.f("ix_enrollments_journey_id_member_id"),
-            ["journey_id", "member_id"],
-            unique=False,
-        )
-        batch_op.create_index(
             batch_op.f("ix_enrollments_journey_version_id_state_current_step"),
             ["journey_version_id", "state", "current_step"],
             unique=False,
@@ -209,7 +204,6 @@ def downgrade():
         )
         batch_op.drop_index(batch_op.f("ix_enrollments_member_id_state"))
         batch_op.drop_index(batch_op.f("ix_enrollments_journey_version_id_state_current_step"))
-        batch_op.drop_index(batch_op.f("ix_enrollments_journey_id_member_id"))
         batch_op.drop_index(batch_op.f("ix_enrollments_journey_id_entered_at"))
         batch_op.create_index(batch_op.f("ix_enrollments_member_id"), ["member_id"], unique=False)
         batch_op.create_index(
