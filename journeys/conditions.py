@@ -20,6 +20,7 @@ from typing import Any, Literal
 Kind = Literal["number", "text", "any"]
 OPERATORS = ("=", "!=", ">=", "<=", ">", "<", "in", "not in")
 MAX_LENGTH = 2000
+MAX_DEPTH = 20
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -95,6 +96,7 @@ def parse(source: str, fields: Mapping[str, Kind]) -> Condition:
 class _Parser:
     def __init__(self, tokens: list[_Token], fields: Mapping[str, Kind], end: int) -> None:
         self.tokens, self.fields, self.end, self.at = tokens, fields, end, 0
+        self.depth = 0
 
     def peek(self) -> _Token | None:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
@@ -134,7 +136,11 @@ class _Parser:
     def term(self) -> Condition:
         token = self.take()
         if token.kind == "punct" and token.text == "(":
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise ConditionError(f"at most {MAX_DEPTH} levels of ( )", token.position)
             inner = self.any_()
+            self.depth -= 1
             closing = self.take()
             if closing.text != ")":
                 raise ConditionError("a ( is not closed", closing.position)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from journeys import audience, graph
 from journeys.conditions import ConditionError, Kind, parse
@@ -118,9 +118,9 @@ def _choice(data: Mapping, name: str, where: str, options: tuple, errors: _Error
 def _integer(
     data: Mapping, name: str, where: str, errors: _Errors, *, low: int, high: int, default=None
 ) -> int | None:
-    value = data.get(name, default)
-    if value is None:
-        return None
+    value = data.get(name)
+    if value is None:  # absent or null: the default
+        return default
     if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,9}\s*", value):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -148,9 +148,9 @@ def _number(
 
 
 def _time(data: Mapping, name: str, where: str, errors: _Errors, default=None) -> str | None:
-    value = data.get(name, default)
-    if value is None:
-        return None
+    value = data.get(name)
+    if value is None:  # absent or null: the default
+        return default
     if not isinstance(value, str) or not TIME.fullmatch(value):
         errors.add(f"{where}.{name}", "must be a time of day as HH:MM, e.g. 10:00")
         return default
@@ -236,7 +236,7 @@ def _trigger(value: Any, known: Known, errors: _Errors) -> dict[str, Any]:
         if (cron is None) == (daily is None):
             errors.add("trigger.cron", "give either a cron expression or a daily time (daily_at)")
         elif cron is not None:
-            if not isinstance(cron, str) or len(cron.split()) != 5 or not croniter.is_valid(cron):
+            if not _cron_fires(cron):
                 errors.add(
                     "trigger.cron",
                     "is not a cron expression: five fields, minute hour day month weekday,"
@@ -254,6 +254,19 @@ def _trigger(value: Any, known: Known, errors: _Errors) -> dict[str, Any]:
         )
         clean["at"] = _time(data, "at", where, errors, default="10:00")
     return clean
+
+
+def _cron_fires(cron: Any) -> bool:
+    """A five-field cron expression that names times which exist (not 31 February)."""
+    if not isinstance(cron, str) or len(cron.split()) != 5:
+        return False
+    try:
+        if not croniter.is_valid(cron, strict=True):
+            return False
+        croniter(cron, dt.datetime(2026, 1, 1, tzinfo=dt.UTC)).get_next(dt.datetime)
+    except (CroniterError, ValueError, KeyError):
+        return False
+    return True
 
 
 def _entry(value: Any, errors: _Errors) -> dict[str, Any]:

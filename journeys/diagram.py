@@ -45,7 +45,7 @@ class Layout:
 def layout(defn: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> Layout:
     steps: Mapping[str, Any] = defn.get("steps") or {}
     start = defn.get("start")
-    if start not in steps:
+    if not isinstance(start, str) or start not in steps:
         return Layout([], [], 0, 0)
     depth = {start: 0}
     order = [start]

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from experiments import assignment
 from experiments.models import Assignment, Experiment
-from journeys import audience, conditions, control, definition, graph, render
+from journeys import audience, conditions, control, definition, engine, graph, render
 from journeys.models import Enrollment, EnrollmentState, MessageTemplate
 from members.event import Event
 from members.lifecycle import MemberFeatures
@@ -69,7 +67,12 @@ def entry_refusal(
     last, inside = session.execute(
         select(
             func.max(e.entered_at),
-            func.count().filter(e.state.in_((EnrollmentState.ACTIVE, EnrollmentState.WAITING))),
+            func.count().filter(
+                or_(
+                    e.state.in_((EnrollmentState.ACTIVE, EnrollmentState.WAITING)),
+                    and_(e.state == EnrollmentState.HELD_OUT, e.exited_at.is_(None)),
+                )
+            ),
         ).where(e.journey_id == journey_id, e.member_id == member.id)
     ).one()
     if last is None:
@@ -98,7 +101,7 @@ def run(
     step_id = defn["start"]
     for _ in range(graph.MAX_STEPS):
         step = steps[step_id]
-        stop, outcome = _visit(session, step_id, step, member, features, context, journey_key, now)
+        stop, outcome = _visit(session, step_id, step, member, features, context, journey_id, now)
         stops.append(stop)
         if step["type"] in graph.TERMINAL:
             break
@@ -115,7 +118,7 @@ def _next(step: Mapping[str, Any], outcome: str) -> str:
     return step[outcome]
 
 
-def _visit(session, step_id, step, member, features, context, journey_key, now):
+def _visit(session, step_id, step, member, features, context, journey_id, now):
     kind = step["type"]
     name = step.get("name")
 
@@ -187,17 +190,9 @@ def _visit(session, step_id, step, member, features, context, journey_key, now):
         holds = conditions.holds(audience.read(step["condition"], fields), record)
         return stop(f"{step['condition']}: {'yes' if holds else 'no'}", "yes" if holds else "no")
     if kind == "split":
-        digest = hashlib.sha256(f"{member.id}:{step_id}".encode()).digest()
-        point = Decimal(int.from_bytes(digest[:8], "big") % 10_000) / 100
-        total = Decimal(0)
-        chosen = len(step["branches"]) - 1
-        for index, branch in enumerate(step["branches"]):
-            total += Decimal(branch["percent"])
-            if point < total:
-                chosen = index
-                break
-        percent = step["branches"][chosen]["percent"]
-        return stop(f"random split: branch {chosen + 1} ({percent}%)", str(chosen))
+        chosen = engine.split_branch(journey_id, step_id, member.id, step)
+        percent = step["branches"][int(chosen)]["percent"]
+        return stop(f"random split: branch {int(chosen) + 1} ({percent}%)", chosen)
     if kind == "experiment_split":
         return stop(*_variant(session, step, member))
     if kind == "update_attribute":
@@ -212,8 +207,8 @@ def _visit(session, step_id, step, member, features, context, journey_key, now):
 def _variant(session: Session, step: Mapping[str, Any], member: Member) -> tuple[str, str]:
     experiment = session.scalar(select(Experiment).where(Experiment.key == step["experiment"]))
     if experiment is None or experiment.status != "running":
-        first = next(iter(step["variants"]))
-        return f"experiment {step['experiment']} is not running: {first}", first
+        fallback = engine.experiment_fallback(step, experiment)
+        return f"experiment {step['experiment']} is not running: {fallback}", fallback
     recorded = session.scalar(
         select(Assignment).where(
             Assignment.experiment_id == experiment.id, Assignment.member_id == member.id
@@ -226,6 +221,8 @@ def _variant(session: Session, step: Mapping[str, Any], member: Member) -> tuple
             experiment, assignment.bucket(experiment.salt, member.external_id)
         )
     key = variant.key if variant is not None else assignment.HOLDOUT
+    if key not in step["variants"]:
+        key = engine.experiment_fallback(step, experiment)
     return f"experiment {experiment.key}: variant {key}", key
 
 

@@ -22,6 +22,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -30,7 +31,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
-from sqlalchemy import extract, func, insert, select, update
+from sqlalchemy import and_, extract, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from experiments import assignment
@@ -70,6 +71,9 @@ CANDIDATES_PER_PASS = 5000
 INTAKE_LOCK = 0x7465_6E75_7265_4A49  # "tenureJI"
 EVENTS_CURSOR = "journeys.events"
 BUCKETS = assignment.BUCKETS
+log = logging.getLogger(__name__)
+# What the engine keeps in an enrollment's context; an API caller's context may not.
+RESERVED_CONTEXT = frozenset({"outcomes", "benefit", "coupon", "event"})
 
 
 @dataclasses.dataclass
@@ -160,6 +164,9 @@ def _admit(
     result: TickResult,
 ) -> None:
     entry = live.definition["entry"]
+    # One admission into a journey at a time (intake, an API call, a hand-off), so that
+    # two never both read "not in yet" for the same member.
+    lock_journey(session, live.journey_id)
     ids = {c.member_id for c in candidates}
     members = {m.id: m for m in session.scalars(select(Member).where(Member.id.in_(ids)))}
     features = _features(session, ids)
@@ -175,7 +182,12 @@ def _admit(
             select(
                 e.member_id,
                 func.max(e.entered_at),
-                func.count().filter(e.state.in_((*INSIDE, EnrollmentState.HELD_OUT))),
+                func.count().filter(
+                    or_(
+                        e.state.in_(INSIDE),
+                        and_(e.state == EnrollmentState.HELD_OUT, e.exited_at.is_(None)),
+                    )
+                ),
             )
             .where(e.journey_id == live.journey_id, e.member_id.in_(ids))
             .group_by(e.member_id)
@@ -208,6 +220,9 @@ def _admit(
             continue
         assert member is not None
         seen.add((member.id, candidate.entry_key))
+        # The next candidate of this member in the same pass meets the re-entry rule.
+        _, inside = history.get(member.id, (None, 0))
+        history[member.id] = (now, inside + 1)
         if room is not None:
             room -= 1
         held = assignment.bucket(f"journey:{live.key}", member.external_id) < holdout
@@ -232,7 +247,18 @@ def _admit(
             }
         )
     if rows:
-        session.execute(insert(_enrollments), rows)
+        bulk.insert_rows(session, _enrollments, rows)
+
+
+ADMIT_LOCK = 0x4A45  # "JE": with the journey's id, the advisory lock of its admissions
+
+
+def lock_journey(session: Session, journey_id: int) -> None:
+    """Wait for the journey's admission lock until the transaction ends (PostgreSQL; a
+    SQLite writer holds the database's one write lock already)."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, %s)", (ADMIT_LOCK, journey_id))
 
 
 def _refusal(
@@ -704,7 +730,7 @@ def _date_members(
             lot.expires_at < start + dt.timedelta(days=1),
         )
         return _member_ids(session, [*where, m.id.in_(expiring)])
-    column = m.birthday if field == "birthday" else m.joined_at
+    column = m.birthday if field == "birthday" else _local_time(session, m.joined_at, zone_name)
     days = [target.day]
     if (target.month, target.day) == (2, 28) and not _leap(target.year):
         days.append(29)  # a 29 February birthday is kept on the 28th in other years
@@ -712,6 +738,16 @@ def _date_members(
     if field == "joined":
         same_day.append(extract("year", column) < target.year)
     return _member_ids(session, [*where, column.is_not(None), *same_day])
+
+
+def _local_time(session: Session, column: Any, zone_name: str) -> Any:
+    """A stored UTC time as the wall-clock time in ``zone_name`` (for its local date)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.timezone(zone_name, column)
+    # SQLite keeps UTC text: shift it by the zone's offset today (a DST zone's offset
+    # on the day itself may differ by an hour; only near midnight does the date move).
+    offset = dt.datetime.now(ZoneInfo(zone_name)).utcoffset() or dt.timedelta(0)
+    return func.datetime(column, f"{int(offset.total_seconds()):+d} seconds")
 
 
 def _leap(year: int) -> bool:
@@ -892,11 +928,17 @@ class _Batch:
         return found
 
     def run(self) -> None:
-        updates = []
         for row in self.rows:
-            self.walk(row)
-            updates.append(row)
-        self.write(updates)
+            try:
+                self.walk(row)
+            except Exception:
+                # The steps done before the failure stand (their effects are written
+                # with the batch); the member leaves, and the log says why.
+                log.exception(
+                    "journey enrollment %s failed at step %s", row["id"], row["current_step"]
+                )
+                self.leave(row, EnrollmentState.EXITED, "error")
+        self.write(self.rows)
 
     # -- one enrollment
 
@@ -906,7 +948,8 @@ class _Batch:
         if member is None or member.erased_at is not None:
             return self.leave(row, EnrollmentState.EXITED, "member_erased")
         if row["state"] == EnrollmentState.HELD_OUT:
-            return self.leave(row, EnrollmentState.COMPLETED, "holdout_window_over")
+            # Held out to the end: the state stays, so that reports compare them.
+            return self.leave(row, EnrollmentState.HELD_OUT, "holdout_window_over")
         entry = defn["entry"]
         if entry.get("exit") in ("when_unmatched", "either") and entry.get("audience"):
             record = audience.record(member, self.features.get(member.id))
@@ -932,13 +975,14 @@ class _Batch:
                 }
             )
             self.result.steps += 1
-            outcomes = dict(row["context"].get("outcomes") or {})
+            outcomes = _outcomes(row["context"])
             outcomes[step_id] = outcome
             row["context"] = {**row["context"], "outcomes": outcomes}
             if step["type"] == "exit":
                 return self.leave(row, EnrollmentState.COMPLETED, "completed")
             if step["type"] == "handoff":
-                return self.leave(row, EnrollmentState.EXITED, f"handoff:{step['journey']}")
+                reason = "handoff" if outcome == "handoff" else f"handoff_{outcome}"
+                return self.leave(row, EnrollmentState.EXITED, reason[:64])
             row.update(
                 current_step=_target(step, outcome),
                 state=EnrollmentState.ACTIVE,
@@ -979,8 +1023,8 @@ class _Batch:
         elif kind == "experiment_split":
             return self.experiment(step, member)
         elif kind == "handoff":
-            self.handoff(row, step, member)
-            return "handoff"
+            refused = self.handoff(row, step, member)
+            return "handoff" if refused is None else f"refused:{refused}"
         elif kind == "exit":
             return "exit"
         return "next"
@@ -1000,10 +1044,11 @@ class _Batch:
         if kind != "wait_for_event":
             return "next"
         condition = _filter(step.get("filter"))
+        deadline = row["step_at"] + _duration(step, "within_")
         for event in self.events.get(member.id, []):
             if (
                 event.type == step["event"]
-                and event.occurred_at > row["step_at"]
+                and row["step_at"] < event.occurred_at <= deadline
                 and _passes(condition, event)
             ):
                 row["context"] = {
@@ -1015,7 +1060,6 @@ class _Batch:
                     },
                 }
                 return "matched"
-        deadline = row["step_at"] + _duration(step, "within_")
         if deadline <= self.now:
             return "timeout"
         row["next_run_at"] = deadline  # woken by an event that did not pass the filter
@@ -1023,7 +1067,7 @@ class _Batch:
 
     def branch(self, row, step: Mapping[str, Any], member: Member) -> bool:
         record = audience.record(member, self.features.get(member.id))
-        for name, value in (row["context"].get("outcomes") or {}).items():
+        for name, value in _outcomes(row["context"]).items():
             record[f"outcome.{name}"] = value
         window = step.get("window")
         if window:
@@ -1040,33 +1084,28 @@ class _Batch:
         return conditions.holds(audience.read(step["condition"], fields), record)
 
     def split(self, row, step_id: str, step: Mapping[str, Any]) -> str:
-        digest = hashlib.sha256(f"{row['id']}:{step_id}".encode()).digest()
-        point = Decimal(int.from_bytes(digest[:8], "big") % 10_000) / 100
-        total = Decimal(0)
-        for index, branch in enumerate(step["branches"]):
-            total += Decimal(branch["percent"])
-            if point < total:
-                return str(index)
-        return str(len(step["branches"]) - 1)
+        return split_branch(row["journey_id"], step_id, row["member_id"], step)
 
     def experiment(self, step: Mapping[str, Any], member: Member) -> str:
         found = self.session.scalar(select(Experiment).where(Experiment.key == step["experiment"]))
         if found is None or found.status != "running":
-            control = next((v.key for v in (found.variants if found else []) if v.is_control), None)
-            return control or next(iter(step["variants"]))
-        return assignment.assign(self.session, found, member.id, member.external_id, self.now)
+            return experiment_fallback(step, found)
+        variant = assignment.assign(self.session, found, member.id, member.external_id, self.now)
+        return variant if variant in step["variants"] else experiment_fallback(step, found)
 
-    def handoff(self, row, step: Mapping[str, Any], member: Member) -> None:
+    def handoff(self, row, step: Mapping[str, Any], member: Member) -> str | None:
+        """Enroll the member in the target journey; why not, if they were not."""
         target = next((x for x in self.lives.values() if x.key == step["journey"]), None)
         if target is None:
-            return
-        admit(
+            return "not_live"
+        result = admit(
             self.session,
             target,
             [Candidate(member.id, {"from": self.keys.get(row["journey_id"])})],
             now=self.now,
             timezone=self.timezone,
         )
+        return next(iter(result.skipped), None)
 
     def template(self, key: str) -> MessageTemplate | None:
         if key not in self.templates:
@@ -1234,6 +1273,33 @@ class _Batch:
             [{"id": row["id"], **{name: row[name] for name in columns}} for row in rows],
         )
         session.flush()
+
+
+def experiment_fallback(step: Mapping[str, Any], experiment: Experiment | None) -> str:
+    """Where a member goes when the experiment is not running (or assigned a variant
+    the step does not map): the control variant's exit, else the first."""
+    control = next(
+        (v.key for v in (experiment.variants if experiment else []) if v.is_control), None
+    )
+    return control if control in step["variants"] else next(iter(step["variants"]))
+
+
+def split_branch(journey_id: int, step_id: str, member_id: int, step: Mapping[str, Any]) -> str:
+    """The branch of a random split a member takes: a hash of the journey, the step and
+    the member, so that the dry run shows the branch the engine will take."""
+    digest = hashlib.sha256(f"{journey_id}:{step_id}:{member_id}".encode()).digest()
+    point = Decimal(int.from_bytes(digest[:8], "big") % 10_000) / 100
+    total = Decimal(0)
+    for index, branch in enumerate(step["branches"]):
+        total += Decimal(branch["percent"])
+        if point < total:
+            return str(index)
+    return str(len(step["branches"]) - 1)
+
+
+def _outcomes(context: Mapping[str, Any]) -> dict[str, Any]:
+    found = context.get("outcomes")
+    return dict(found) if isinstance(found, Mapping) else {}
 
 
 def _target(step: Mapping[str, Any], outcome: str) -> str:

@@ -75,7 +75,7 @@ def check(start: Any, steps: Any) -> dict[str, str]:
             errors[f"{where}.type"] = f"must be one of {', '.join(EXITS)}"
         else:
             _check_exits(step_id, step, steps, errors)
-    if start not in steps:
+    if not isinstance(start, str) or start not in steps:
         errors["start"] = "must name the first step" if start is None else f"no step {start!r}"
     if errors:
         return errors

@@ -38,6 +38,8 @@ def render(text: str, variables: Mapping[str, Any]) -> str:
         return _compiled(text).render(**variables).strip()
     except TemplateError as error:
         raise RenderError(str(error)) from error
+    except Exception as error:
+        raise RenderError(f"{type(error).__name__}: {error}") from error
 
 
 @functools.lru_cache(maxsize=1024)

@@ -34,6 +34,7 @@ from members.errors import InvalidFields, NotFound
 
 KEY = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 INSIDE = (EnrollmentState.ACTIVE, EnrollmentState.WAITING)
+WAITS = ("wait", "wait_until", "wait_for_event")
 
 
 class Conflict(RuntimeError):
@@ -341,6 +342,17 @@ def migrate(
     source, target = _migration_ends(journey, from_number, mapping)
     moves = migration_preview(session, journey, from_number, mapping)
     for step, to in mapping.items():
+        moved = {"journey_version_id": target.id, "current_step": to}
+        before = source.definition["steps"][step]
+        after = target.definition["steps"][to]
+        if before["type"] != after["type"] or before["type"] not in WAITS:
+            # A different step: the member starts it now. The same kind of wait goes
+            # on from when it began (a member 6 days into 7 does not wait 7 more).
+            moved.update(
+                state=EnrollmentState.ACTIVE, step_at=now, waiting_for=None, next_run_at=now
+            )
+        elif before["type"] == "wait_for_event":
+            moved["waiting_for"] = after["event"]
         session.execute(
             update(Enrollment)
             .where(
@@ -348,14 +360,7 @@ def migrate(
                 Enrollment.state.in_(INSIDE),
                 Enrollment.current_step == step,
             )
-            .values(
-                journey_version_id=target.id,
-                current_step=to,
-                state=EnrollmentState.ACTIVE,
-                step_at=now,
-                waiting_for=None,
-                next_run_at=now,
-            )
+            .values(**moved)
         )
     session.flush()
     _audit(

@@ -567,6 +567,18 @@ class Enroll(MethodView):
         )
         if live is None or journey.status != JourneyStatus.ACTIVE:
             abort(409, message=f"journey {key!r} is {journey.status.value}: it takes no members")
+        reserved = sorted(set(body["context"]) & engine.RESERVED_CONTEXT)
+        if reserved:
+            abort(
+                422,
+                errors={
+                    "json": {
+                        f"context.{reserved[0]}": [
+                            f"{', '.join(reserved)}: the journey's own, choose another name"
+                        ]
+                    }
+                },
+            )
         timezone = _timezone()
         enrollment, reason = engine.enroll(
             db.session,
@@ -577,7 +589,11 @@ class Enroll(MethodView):
             now=clock.now(),
             timezone=timezone,
         )
-        db.session.commit()
+        try:
+            db.session.commit()
+        except IntegrityError:  # the same entry key enrolled by a request just now
+            db.session.rollback()
+            enrollment, reason = None, "duplicate_entry_key"
         return {
             "enrolled": enrollment is not None and enrollment.state.value != "held_out",
             "held_out": enrollment is not None and enrollment.state.value == "held_out",

@@ -327,3 +327,15 @@ def test_the_global_control_group_setting(client, writer, admin, session):
     assert (changed.get_json()["percent"], changed.get_json()["salt"]) == ("8", first["salt"])
     stale = client.put(url, json={"percent": 3, "version": 0}, headers=admin)
     assert stale.status_code == 409
+
+
+def test_the_engines_own_context_keys_are_refused(client, writer, session):
+    session.add(Member(external_id="u-c"))
+    session.commit()
+    _create(client, writer)
+    client.post(f"{URL}/welcome/publish", headers=writer)
+    answer = client.post(
+        f"{URL}/welcome/enroll", json={"member": "u-c", "context": {"outcomes": 5}}, headers=writer
+    )
+    assert "context.outcomes" in _fields(answer)
+    assert session.scalar(select(func.count()).select_from(Enrollment)) == 0

@@ -213,10 +213,12 @@ def test_a_holdout_is_recorded_not_messaged_and_converts_like_the_others(session
     assert converted.converted == 1
     session.refresh(held[0])
     assert held[0].converted_at == T0 + dt.timedelta(hours=5)
-    # When the window is over, the held-out enrollments complete.
+    # When the window is over, the held-out enrollments end, still held out (reports
+    # tell them from the others by their state).
     _tick(session, T0 + dt.timedelta(days=8))
     session.refresh(held[0])
-    assert held[0].state == EnrollmentState.COMPLETED
+    assert (held[0].state, held[0].exit_reason) == (EnrollmentState.HELD_OUT, "holdout_window_over")
+    assert held[0].next_run_at is None
 
 
 def _first_tick_sets_the_event_cursor(session):

@@ -457,18 +457,16 @@ def test_migration_preview_counts_the_members_waiting_at_each_mapped_step(sessio
 
 def test_migrate_moves_the_waiting_members_to_the_mapped_step_of_the_live_version(session):
     journey, v1, v2, waiting, left, done = _on_version_2(session)
+    before = [(e.state, e.next_run_at, e.step_at) for e in waiting]
 
     moves = versions.migrate(session, journey, 1, {"watch": "nudge"}, actor="bob", now=T1)
 
     assert moves == [versions.Move(1, "watch", "nudge", 2)]
-    for enrollment in waiting:
+    for enrollment, kept in zip(waiting, before, strict=True):
         session.refresh(enrollment)
         assert (enrollment.journey_version_id, enrollment.current_step) == (v2.id, "nudge")
-        assert (enrollment.state, enrollment.next_run_at, enrollment.step_at) == (
-            EnrollmentState.ACTIVE,
-            T1,
-            T1,
-        )
+        # A wait onto a wait goes on from when it began.
+        assert (enrollment.state, enrollment.next_run_at, enrollment.step_at) == kept
     for enrollment in (left, done):
         session.refresh(enrollment)
         assert enrollment.journey_version_id == v1.id
@@ -566,3 +564,12 @@ def test_an_attribute_list_mixing_numbers_and_text_is_refused_not_a_database_err
         journey = _create(session, _for("attributes.level in (3, 'gold')"))
         versions.publish(session, journey, actor="bob", now=T0, approver=True)
     assert list(raised.value.errors) == ["definition.entry.audience"]
+
+
+def test_migrating_onto_another_kind_of_step_starts_it_now(session):
+    journey, v1, v2, waiting, left, done = _on_version_2(session)
+    versions.migrate(session, journey, 1, {"watch": "done"}, actor="bob", now=T1)
+    for enrollment in waiting:
+        session.refresh(enrollment)
+        assert (enrollment.current_step, enrollment.state) == ("done", EnrollmentState.ACTIVE)
+        assert (enrollment.next_run_at, enrollment.step_at) == (T1, T1)
