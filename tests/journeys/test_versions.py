@@ -567,7 +567,7 @@ def test_an_attribute_list_mixing_numbers_and_text_is_refused_not_a_database_err
 
 
 def test_migrating_onto_another_kind_of_step_starts_it_now(session):
-    journey, v1, v2, waiting, left, done = _on_version_2(session)
+    journey, _, _, waiting, *_ = _on_version_2(session)
     versions.migrate(session, journey, 1, {"watch": "done"}, actor="bob", now=T1)
     for enrollment in waiting:
         session.refresh(enrollment)
