@@ -37,7 +37,10 @@ class ControlGroup:
     salt: str = DEFAULT_SALT
 
     def as_dict(self) -> dict[str, Any]:
-        return {"percent": f"{self.percent:g}", "salt": self.salt}
+        text = f"{self.percent:f}"
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return {"percent": text, "salt": self.salt}
 
     def holds(self, number: int) -> bool:
         return number < int(self.percent * BUCKETS / 100)

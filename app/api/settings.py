@@ -430,12 +430,11 @@ class PointsRulesView(MethodView):
 
 
 _CONTROL_PERCENT = dict(
-    percent=fields.Decimal(
+    percent=fields.Float(
         required=True,
         allow_nan=False,
-        validate=validate.Range(min=0, max=control.MAX_PERCENT),
+        validate=validate.Range(min=0, max=int(control.MAX_PERCENT)),
         metadata={
-            "type": "number",
             "description": "Share of all members that no marketing journey touches (0-20)",
             "example": 5,
         },
@@ -482,6 +481,9 @@ class GlobalControlView(MethodView):
         """Change the share. Members already in the group stay in it: a larger share
         adds members, a smaller one only stops new members from joining."""
         group, _version = control.SETTING.load(db.session)
-        changed = control.ControlGroup(percent=body["percent"], salt=group.salt)
+        try:
+            changed = control.parse({"percent": body["percent"], "salt": group.salt})
+        except InvalidFields as exc:
+            _invalid(exc)
         _save(control.SETTING.save, changed, body["version"])
         return _control_group()
