@@ -18,7 +18,16 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement as _Element
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from journeys.conditions import All, Any_, Compare, Condition, ConditionError, Kind, parse
+from journeys.conditions import (
+    COMPARE,
+    All,
+    Any_,
+    Compare,
+    Condition,
+    ConditionError,
+    Kind,
+    parse,
+)
 from members.lifecycle import MemberFeatures, Stage
 from members.member import Member
 
@@ -119,24 +128,11 @@ def where(condition: Condition) -> ColumnElement[bool]:
     column = _column(condition)
     if column is None:
         return false()
-    value = condition.value
-    match condition.op:
-        case "=":
-            return column == value
-        case "!=":
-            return column != value
-        case ">":
-            return column > value
-        case ">=":
-            return column >= value
-        case "<":
-            return column < value
-        case "<=":
-            return column <= value
-        case "in":
-            return column.in_(value)
-        case _:
-            return column.not_in(value)
+    if condition.op == "in":
+        return column.in_(condition.value)
+    if condition.op == "not in":
+        return column.not_in(condition.value)
+    return COMPARE[condition.op](column, condition.value)
 
 
 def _column(compare: Compare) -> Any:

@@ -11,6 +11,7 @@ value); a field the record lacks makes its comparison false, never an error.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -19,6 +20,15 @@ from typing import Any, Literal
 # "any": a field whose kind the value decides (a member's attributes: vip_level = 3).
 Kind = Literal["number", "text", "any"]
 OPERATORS = ("=", "!=", ">=", "<=", ">", "<", "in", "not in")
+# The comparisons, for Python values here and for SQL columns in the audience's query.
+COMPARE = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
 MAX_LENGTH = 2000
 MAX_DEPTH = 20
 
@@ -224,21 +234,8 @@ def holds(condition: Condition, record: Mapping[str, Any]) -> bool:
             return False
     else:
         value = str(value)
-    wanted = condition.value
-    match condition.op:
-        case "=":
-            return value == wanted
-        case "!=":
-            return value != wanted
-        case ">":
-            return value > wanted
-        case ">=":
-            return value >= wanted
-        case "<":
-            return value < wanted
-        case "<=":
-            return value <= wanted
-        case "in":
-            return value in wanted
-        case _:
-            return value not in wanted
+    if condition.op == "in":
+        return value in condition.value
+    if condition.op == "not in":
+        return value not in condition.value
+    return COMPARE[condition.op](value, condition.value)
