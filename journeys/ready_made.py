@@ -109,13 +109,13 @@ WINBACK = ReadyMade(
     templates=(
         Template(
             "winback_50",
-            "{{ member.name }}，好久不见！为您保留的50元券（满200可用）仅剩3天，"
-            "券码 {{ benefit.code }}，过期作废。",
+            "{{ member.name }}，好久不见！为您保留的{{ coupon.value }}元券"
+            "（满{{ coupon.threshold }}可用）仅剩3天，券码 {{ coupon.code }}，过期作废。",
         ),
         Template(
             "winback_100",
-            "{{ member.name }}，我们想您了！专属100元券（满300可用）已到账，3天内有效，"
-            "券码 {{ benefit.code }}，名额有限。",
+            "{{ member.name }}，我们想您了！专属{{ coupon.value }}元券（满{{ coupon.threshold }}"
+            "可用）已到账，3天内有效，券码 {{ coupon.code }}，名额有限。",
         ),
         Template(
             "winback_last_day",
