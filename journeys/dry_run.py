@@ -21,6 +21,7 @@ from experiments import assignment
 from experiments.models import Assignment, Experiment
 from journeys import audience, conditions, control, definition, engine, graph, render
 from journeys.models import Enrollment, EnrollmentState, MessageTemplate
+from members import tiers
 from members.event import Event
 from members.lifecycle import MemberFeatures
 from members.member import Member
@@ -132,7 +133,14 @@ def _visit(session, step_id, step, member, features, context, journey_id, now):
         if template is None:
             return stop(f"template {step['template']!r} does not exist")
         variables = {
-            "member": render.member_variables(member),
+            "member": render.member_variables(
+                member,
+                features,
+                next_level=tiers.next_tier(tiers.SETTING.load(session)[0], member.tier, features),
+                expiring=engine.expiring_points(session, [member.id], now).get(
+                    member.id, (0, None)
+                ),
+            ),
             "context": context,
             "benefit": context.get("benefit") or {},
             "coupon": context.get("coupon") or {},

@@ -56,6 +56,7 @@ from members.lifecycle import MemberFeatures, TierChange, Trigger
 from members.loyalty import BenefitGrant, BenefitKind, PointsLot
 from members.member import Member
 from members.tiers import SETTING as LADDER
+from members.tiers import next_tier
 
 _enrollments, _runs, _messages = Enrollment.__table__, StepRun.__table__, Message.__table__
 _grants, _triggers, _events = BenefitGrant.__table__, Trigger.__table__, Event.__table__
@@ -890,6 +891,8 @@ class _Batch:
             )
         }
         self.attributes: dict[int, dict[str, Any]] = {}  # member -> attributes to write
+        self.ladder: Any = None  # read when the first message is rendered
+        self.expiring: dict[int, tuple[int, dt.datetime | None]] = {}
         self.keys = dict(session.execute(select(Journey.id, Journey.key)).all())
         self.step_runs: list[dict] = []
         self.messages: list[dict] = []
@@ -1107,6 +1110,18 @@ class _Batch:
         )
         return next(iter(result.skipped), None)
 
+    def member_variables(self, member: Any) -> dict[str, Any]:
+        features = self.features.get(member.id)
+        if self.ladder is None:
+            self.ladder, _ = LADDER.load(self.session)
+            self.expiring = expiring_points(self.session, list(self.members), self.now)
+        return render.member_variables(
+            member,
+            features,
+            next_level=next_tier(self.ladder, member.tier, features),
+            expiring=self.expiring.get(member.id, (0, None)),
+        )
+
     def template(self, key: str) -> MessageTemplate | None:
         if key not in self.templates:
             self.templates[key] = self.session.scalar(
@@ -1117,7 +1132,7 @@ class _Batch:
     def send(self, row, step_id: str, step: Mapping[str, Any], member: Member, key: str) -> None:
         template = self.template(step["template"])
         variables = {
-            "member": render.member_variables(member),
+            "member": self.member_variables(member),
             "context": row["context"],
             "benefit": (row["context"].get("benefit") or {}),
             "coupon": (row["context"].get("coupon") or {}),
@@ -1295,6 +1310,29 @@ def split_branch(journey_id: int, step_id: str, member_id: int, step: Mapping[st
         if point < total:
             return str(index)
     return str(len(step["branches"]) - 1)
+
+
+EXPIRING_WITHIN = dt.timedelta(days=30)
+
+
+def expiring_points(
+    session: Session, member_ids: list[int], now: dt.datetime
+) -> dict[int, tuple[int, dt.datetime | None]]:
+    """Per member: the points expiring within 30 days, and when the first of them go."""
+    lot = PointsLot.__table__.c
+    return {
+        member_id: (int(points), first)
+        for member_id, points, first in session.execute(
+            select(lot.member_id, func.sum(lot.remaining), func.min(lot.expires_at))
+            .where(
+                lot.member_id.in_(member_ids),
+                lot.remaining > 0,
+                lot.expires_at > now,
+                lot.expires_at <= now + EXPIRING_WITHIN,
+            )
+            .group_by(lot.member_id)
+        )
+    }
 
 
 def _outcomes(context: Mapping[str, Any]) -> dict[str, Any]:

@@ -348,3 +348,45 @@ def test_a_programme_setting_exists_for_the_control_group(session):
     assert programme.load(session, "global_control") is None
     group, version = control.SETTING.load(session)
     assert (group.percent, version) == (Decimal(5), 0)
+
+
+def test_a_message_reads_the_members_points_expiring_and_next_tier(session):
+    from members.loyalty import PointsLot
+
+    _no_control(session)
+    session.add(
+        MessageTemplate(
+            key="expiring",
+            name="expiring",
+            channel="sms",
+            body="{{ member.points_expiring }}分将于{{ member.points_expiring_at|date }}过期，"
+            "再消费{{ member.spend_to_next_tier|money }}升级{{ member.next_tier }}",
+        )
+    )
+    definition = {
+        "trigger": {"type": "api"},
+        "start": "tell",
+        "steps": {
+            "tell": {"type": "send", "channel": "sms", "template": "expiring", "next": "end"},
+            "end": {"type": "exit"},
+        },
+    }
+    journey = _journey(session, definition)
+    member = _member(session, tier="silver")
+    session.add(
+        PointsLot(
+            member_id=member.id,
+            points=300,
+            remaining=300,
+            earned_at=T0 - dt.timedelta(days=300),
+            expires_at=dt.datetime(2026, 11, 30, 15, 0, tzinfo=dt.UTC),  # 30 Nov, 23:00 local
+            source="order",
+        )
+    )
+    session.flush()
+    live = next(x for x in engine.live_journeys(session) if x.journey_id == journey.id)
+    engine.admit(session, live, [engine.Candidate(member.id)], now=T0, timezone=TZ)
+    _tick(session, T0)
+    body = session.scalar(select(Message.body))
+    assert body.startswith("300分将于11月30日过期，再消费")
+    assert body.endswith("元升级金卡")

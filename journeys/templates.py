@@ -1,0 +1,206 @@
+"""Marketers' message templates: what they may refer to, the lint that refuses a
+template at save time (a syntax error or an unknown variable, with its line), the SMS
+as it is sent (the sender's signature in front, the opt-out text behind) and its
+length in segments, and a preview for a chosen or a sample member.
+
+Segments: a text of the GSM 03.38 alphabet takes 160 characters in one SMS and 153 in
+each part of a longer one (the extension characters ^{}[]~|€\\ count twice); any other
+character, as in every Chinese text, makes it UCS-2: 70 in one, 67 per part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from jinja2 import TemplateSyntaxError, nodes
+
+from journeys import render
+
+# What a template may read: the member, the benefit just granted (and the last coupon),
+# the journey's context (free-form: anything under it is allowed), and the language.
+MEMBER = (
+    "name",
+    "tier",
+    "stage",
+    "points_balance",
+    "points_expiring",
+    "points_expiring_at",
+    "days_since_last_order",
+    "next_tier",
+    "next_tier_en",
+    "spend_to_next_tier",
+    "region",
+    "timezone",
+)
+BENEFIT = ("kind", "value", "threshold", "code", "expires_at", "service")
+VARIABLES: Mapping[str, tuple[str, ...] | None] = {
+    "member": MEMBER,
+    "benefit": BENEFIT,
+    "coupon": BENEFIT,
+    "context": None,  # any key
+    "language": (),
+}
+SAMPLE: dict[str, Any] = {
+    "member": {
+        "name": "王芳",
+        "tier": "gold",
+        "stage": "dormant",
+        "points_balance": 1280,
+        "points_expiring": 300,
+        "points_expiring_at": "2026-12-01T16:00:00+00:00",
+        "days_since_last_order": 45,
+        "next_tier": "钻石卡",
+        "next_tier_en": "Diamond",
+        "spend_to_next_tier": "520.00",
+        "region": "上海",
+        "timezone": "Asia/Shanghai",
+    },
+    "benefit": {
+        "kind": "coupon",
+        "value": "50",
+        "threshold": "200",
+        "code": "TN8F3K2Q9W1A",
+        "expires_at": "2026-11-26T15:59:00+00:00",
+        "service": None,
+    },
+    "context": {"order_id": "A1001"},
+}
+SAMPLE["coupon"] = SAMPLE["benefit"]
+GSM7 = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = "^{}\\[~]|€\f"
+MAX_BODY = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class LintError:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+def lint(text: str) -> list[LintError]:
+    """What is wrong with a template: a syntax error, or variables it may not read."""
+    if not isinstance(text, str) or not text.strip():
+        return [LintError(1, "write the message")]
+    if len(text) > MAX_BODY:
+        return [LintError(1, f"at most {MAX_BODY} characters")]
+    try:
+        tree = render.ENVIRONMENT.parse(text)
+    except TemplateSyntaxError as error:
+        return [LintError(error.lineno or 1, error.message or "syntax error")]
+    errors = [
+        LintError(node.lineno, f"unknown filter {node.name!r}")
+        for node in tree.find_all(nodes.Filter)
+        if node.name not in render.ENVIRONMENT.filters
+    ]
+    if errors:
+        return errors
+    known = ", ".join(VARIABLES)
+    names = list(tree.find_all(nodes.Name))
+    # Names the template sets itself ({% for x in ... %}, {% set x = ... %}) may be read.
+    own = {node.name for node in names if node.ctx in ("store", "param")}
+    for node in names:
+        if node.ctx == "load" and node.name not in VARIABLES and node.name not in own:
+            errors.append(LintError(node.lineno, f"unknown variable {node.name!r} ({known})"))
+    for node in tree.find_all(nodes.Getattr):
+        owner = node.node
+        if isinstance(owner, nodes.Name) and VARIABLES.get(owner.name):
+            allowed = VARIABLES[owner.name]
+            if node.attr not in allowed:
+                errors.append(
+                    LintError(
+                        node.lineno,
+                        f"{owner.name} has no {node.attr!r} (it has {', '.join(allowed)})",
+                    )
+                )
+    return sorted(set(errors), key=lambda e: (e.line, e.message))
+
+
+@dataclasses.dataclass(frozen=True)
+class Length:
+    characters: int
+    encoding: str  # "GSM-7" or "UCS-2"
+    segments: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def length(text: str) -> Length:
+    """How an SMS of ``text`` is counted and into how many segments it is cut."""
+    if all(c in GSM7 or c in GSM7_EXTENDED for c in text):
+        units = sum(2 if c in GSM7_EXTENDED else 1 for c in text)
+        single, part = 160, 153
+        encoding = "GSM-7"
+    else:
+        units = len(text.encode("utf-16-le")) // 2  # an emoji is two UCS-2 units
+        single, part = 70, 67
+        encoding = "UCS-2"
+    segments = 1 if units <= single else -(-units // part)
+    return Length(units, encoding, segments if units else 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SmsStyle:
+    """What every SMS carries besides its body: the sender's signature (required in
+    mainland China) and the opt-out text."""
+
+    signature: str = "【会员中心】"
+    opt_out_cn: str = "拒收请回复R"
+    opt_out_other: str = "Reply STOP to opt out"
+
+
+def compose_sms(body: str, style: SmsStyle, *, phone: str | None) -> str:
+    """The SMS as sent: the signature in front, the opt-out text for the member's
+    country behind (a +86 number gets the Chinese one)."""
+    opt_out = style.opt_out_cn if (phone or "+86").startswith("+86") else style.opt_out_other
+    signature = style.signature if not body.startswith(style.signature) else ""
+    ending = "" if opt_out in body else f" {opt_out}"
+    return f"{signature}{body}{ending}".strip()
+
+
+def preview(
+    body: str,
+    *,
+    channel: str,
+    variables: Mapping[str, Any] | None = None,
+    title: str | None = None,
+    style: SmsStyle = SmsStyle(),
+    phone: str | None = "+8613800000000",
+) -> dict[str, Any]:
+    """The message as a member would get it; RenderError or LintError list if it fails."""
+    problems = lint(body) + (lint(title) if title else [])
+    if problems:
+        raise TemplateProblems(problems)
+    values = dict(variables or SAMPLE)
+    text = render.render(body, values)
+    shown_title = render.render(title, values) if title else None
+    if channel == "sms":
+        text = compose_sms(text, style, phone=phone)
+        return {"text": text, "title": None, **length(text).as_dict()}
+    return {
+        "text": text,
+        "title": shown_title,
+        "characters": len(text),
+        "encoding": None,
+        "segments": None,
+    }
+
+
+class TemplateProblems(ValueError):
+    def __init__(self, problems: list[LintError]) -> None:
+        super().__init__("; ".join(map(str, problems)))
+        self.problems = problems
+
+
+def placeholders(text: str) -> Iterator[str]:
+    """The variables a template reads, as written (``member.name``), for the editor."""
+    yield from dict.fromkeys(re.findall(r"{{\s*([a-z_]+(?:\.[a-z_]+)?)", text))
