@@ -1,0 +1,264 @@
+"""Message templates through the API: list, create, read, update, and preview a text
+(rendered for a member or a sample one, with the SMS's length in segments). A template
+that does not lint is refused with the line of the problem."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import abort
+from marshmallow import RAISE, Schema, fields, validate
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from app import clock
+from app.api.auth import BEARER_DOC, api_actor, require_scope
+from app.api.blueprint import Blueprint
+from app.api.members import member_or_404
+from app.auth.models import Scope
+from app.extensions import db
+from journeys import engine, render, templates
+from journeys.definition import CHANNELS
+from journeys.models import MessageTemplate
+from members import audit, tiers
+from members.lifecycle import MemberFeatures
+
+blp = Blueprint(
+    "templates",
+    __name__,
+    url_prefix="/api/v1/templates",
+    description="Message templates: SMS and push texts that journeys send",
+)
+
+KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+BODY_HELP = (
+    "Jinja2 text. Variables: member.(" + ", ".join(templates.MEMBER) + "), benefit.(…), "
+    "coupon.(" + ", ".join(templates.BENEFIT) + "), context.<anything>; filters money "
+    "and date. SMS get the signature and opt-out text added when sent."
+)
+EXAMPLE = {
+    "key": "winback_50",
+    "name": "Win-back 50",
+    "channel": "sms",
+    "body": "{{ member.name }}，为您保留的{{ coupon.value|money }}券"
+    "（满{{ coupon.threshold|money }}可用）{{ coupon.expires_at|date }}到期，"
+    "券码 {{ coupon.code }}",
+}
+
+
+class TemplateIn(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = fields.Str(required=True, validate=validate.Length(min=1, max=200))
+    channel = fields.Str(required=True, validate=validate.OneOf(CHANNELS))
+    body = fields.Str(required=True, metadata={"description": BODY_HELP})
+    title = fields.Str(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    deep_link = fields.Str(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+    transactional = fields.Bool(
+        load_default=False,
+        metadata={"description": "Service messages (statements, notices): no marketing rules"},
+    )
+
+
+class TemplateCreate(TemplateIn):
+    key = fields.Str(
+        required=True,
+        metadata={"description": "Lower-case letters, digits and _", "example": "winback_50"},
+    )
+
+
+class TemplateOut(Schema):
+    key = fields.Str()
+    name = fields.Str()
+    channel = fields.Str()
+    body = fields.Str()
+    title = fields.Str(allow_none=True)
+    deep_link = fields.Str(allow_none=True)
+    transactional = fields.Bool()
+    length = fields.Dict(metadata={"description": "The sample SMS: characters, encoding, segments"})
+    updated_at = fields.DateTime()
+    updated_by = fields.Str(allow_none=True)
+
+
+class PreviewIn(Schema):
+    class Meta:
+        unknown = RAISE
+
+    channel = fields.Str(required=True, validate=validate.OneOf(CHANNELS))
+    body = fields.Str(required=True)
+    title = fields.Str(load_default=None, allow_none=True)
+    member = fields.Str(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "A member's external id; a sample member when absent"},
+    )
+
+
+class PreviewOut(Schema):
+    text = fields.Str()
+    title = fields.Str(allow_none=True)
+    characters = fields.Int()
+    encoding = fields.Str(allow_none=True, metadata={"example": "UCS-2"})
+    segments = fields.Int(allow_none=True)
+
+
+def _refuse(problems: list[templates.LintError], field: str) -> None:
+    abort(422, errors={"json": {field: [str(problem) for problem in problems]}})
+
+
+def _checked(body: dict[str, Any]) -> None:
+    problems = templates.lint(body["body"])
+    if problems:
+        _refuse(problems, "body")
+    if body.get("title"):
+        problems = templates.lint(body["title"])
+        if problems:
+            _refuse(problems, "title")
+    if body["channel"] == "push" and not body.get("title"):
+        abort(422, errors={"json": {"title": ["a push message needs a title"]}})
+
+
+def _out(template: MessageTemplate) -> dict[str, Any]:
+    sample = templates.preview(template.body, channel="sms")
+    return {
+        "key": template.key,
+        "name": template.name,
+        "channel": template.channel,
+        "body": template.body,
+        "title": template.title,
+        "deep_link": template.deep_link,
+        "transactional": template.transactional,
+        "length": {k: sample[k] for k in ("characters", "encoding", "segments")},
+        "updated_at": template.updated_at,
+        "updated_by": template.updated_by,
+    }
+
+
+def _template_or_404(key: str) -> MessageTemplate:
+    found = db.session.scalar(select(MessageTemplate).where(MessageTemplate.key == key))
+    if found is None:
+        abort(404, message=f"no template {key!r}")
+    return found
+
+
+def _audit(action: str, template: MessageTemplate) -> None:
+    audit.record(
+        db.session,
+        actor=api_actor(),
+        action=action,
+        target_type="message_template",
+        target_id=template.key,
+        details={"body": template.body, "title": template.title},
+        now=clock.now(),
+    )
+
+
+@blp.route("")
+class Templates(MethodView):
+    @require_scope(Scope.READ, Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.response(200, TemplateOut(many=True))
+    @blp.paginate()
+    def get(self, pagination_parameters):
+        """Templates by key."""
+        total = db.session.scalar(select(func.count()).select_from(MessageTemplate)) or 0
+        pagination_parameters.item_count = total
+        offset = (pagination_parameters.page - 1) * pagination_parameters.page_size
+        if offset >= total:
+            return []
+        rows = db.session.scalars(
+            select(MessageTemplate)
+            .order_by(MessageTemplate.key)
+            .offset(offset)
+            .limit(pagination_parameters.page_size)
+        )
+        return [_out(row) for row in rows]
+
+    @require_scope(Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.arguments(TemplateCreate, example=EXAMPLE)
+    @blp.response(201, TemplateOut)
+    def post(self, body):
+        """Create a template. It is linted: a syntax error, an unknown variable or
+        filter is refused with its line."""
+        if not KEY.fullmatch(body["key"]):
+            abort(422, errors={"json": {"key": ["lower-case letters, digits and _"]}})
+        _checked(body)
+        template = MessageTemplate(**body, updated_by=api_actor())
+        db.session.add(template)
+        try:
+            db.session.flush()
+        except IntegrityError:
+            db.session.rollback()
+            abort(422, errors={"json": {"key": [f"a template {body['key']!r} exists already"]}})
+        _audit("template.created", template)
+        db.session.commit()
+        return _out(template)
+
+
+@blp.route("/<key>")
+class TemplateByKey(MethodView):
+    @require_scope(Scope.READ, Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.response(200, TemplateOut)
+    def get(self, key: str):
+        """One template, with its sample SMS length."""
+        return _out(_template_or_404(key))
+
+    @require_scope(Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.arguments(TemplateIn, example={k: v for k, v in EXAMPLE.items() if k != "key"})
+    @blp.response(200, TemplateOut)
+    def put(self, body, key: str):
+        """Replace a template (messages already written keep their text)."""
+        template = _template_or_404(key)
+        _checked(body)
+        for name, value in body.items():
+            setattr(template, name, value)
+        template.updated_by = api_actor()
+        template.updated_at = clock.now()
+        _audit("template.updated", template)
+        db.session.commit()
+        return _out(template)
+
+
+@blp.route("/preview")
+class Preview(MethodView):
+    @require_scope(Scope.READ, Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.arguments(PreviewIn, example={"channel": "sms", "body": EXAMPLE["body"]})
+    @blp.response(200, PreviewOut)
+    def post(self, body):
+        """The text as a member would get it (a sample member unless one is named),
+        with an SMS's length and segments; a template that does not lint is a 422
+        naming the line."""
+        variables = dict(templates.SAMPLE)
+        phone = "+8613800000000"
+        if body["member"]:
+            member = member_or_404(body["member"])
+            features = db.session.get(MemberFeatures, member.id)
+            ladder, _ = tiers.SETTING.load(db.session)
+            variables["member"] = render.member_variables(
+                member,
+                features,
+                next_level=tiers.next_tier(ladder, member.tier, features),
+                expiring=engine.expiring_points(db.session, [member.id], clock.now()).get(
+                    member.id, (0, None)
+                ),
+            )
+            phone = member.phone
+        try:
+            return templates.preview(
+                body["body"],
+                channel=body["channel"],
+                variables=variables,
+                title=body["title"],
+                phone=phone,
+            )
+        except templates.TemplateProblems as exc:
+            _refuse(exc.problems, "body")
+        except render.RenderError as exc:
+            abort(422, errors={"json": {"body": [str(exc)]}})
