@@ -210,6 +210,9 @@ class Message(Base):
     # One (enrollment, step) makes at most one message: this key is unique.
     dedup_key: Mapped[str] = mapped_column(String(200), unique=True)
     template_key: Mapped[str | None] = mapped_column(String(64))
+    # A service message (statement, notice): consent for marketing, quiet hours and
+    # frequency caps do not hold it back.
+    transactional: Mapped[bool] = mapped_column(default=False)
     title: Mapped[str | None] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)
     status: Mapped[MessageStatus] = mapped_column(default=MessageStatus.QUEUED)

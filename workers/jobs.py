@@ -12,6 +12,7 @@ from rq import Queue
 from app import clock, uploads
 from app.extensions import db
 from app.redis_client import get_redis
+from journeys import delivery
 from journeys import engine as journey_engine
 from members import ingest, lifecycle_run, points
 from workers import queues, runtime
@@ -25,6 +26,8 @@ FULL_RUN_TIMEOUT = 3600
 TICK_TIMEOUT = 600
 # At most this many helper jobs share a tick's backlog (more than the workers is waste).
 TICK_HELPERS = 8
+# A delivery run stops taking new batches after this long; the next minute's goes on.
+DELIVERY_BUDGET = dt.timedelta(seconds=50)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -151,6 +154,27 @@ def journeys_advance() -> str:
         commit=db.session.commit,
     )
     return f"{result.advanced} advanced, {result.steps} steps, {result.messages} messages"
+
+
+@job
+def deliver_messages() -> str:
+    """Deliver the due messages of the outbox (every minute), a batch per transaction:
+    the database is the truth, so a message Redis lost is simply due at the next run."""
+    result = delivery.DeliveryResult()
+    deadline = clock.now() + DELIVERY_BUDGET
+    while clock.now() < deadline:
+        done = delivery.deliver_due(db.session, now=clock.now())
+        db.session.commit()
+        result.claimed += done.claimed
+        result.delivered += done.delivered
+        result.deferred += done.deferred
+        result.suppressed.update(done.suppressed)
+        if done.claimed < delivery.BATCH:
+            break
+    return (
+        f"{result.claimed} claimed, {result.delivered} delivered, {result.deferred} deferred, "
+        f"{sum(result.suppressed.values())} suppressed"
+    )
 
 
 @job

@@ -27,6 +27,7 @@ PERIODIC: tuple[Periodic, ...] = (
     Periodic(jobs.lifecycle_incremental, queues.DEFAULT, interval=60),
     Periodic(jobs.points_tick, queues.DEFAULT, interval=60),
     Periodic(jobs.journeys_tick, queues.HIGH, interval=60, timeout=jobs.TICK_TIMEOUT),
+    Periodic(jobs.deliver_messages, queues.HIGH, interval=60),
     # RQ's cron reads UTC: 18:30 UTC is 02:30 in China, the quietest hour of a shop.
     Periodic(jobs.lifecycle_full, queues.LOW, cron="30 18 * * *", timeout=jobs.FULL_RUN_TIMEOUT),
 )

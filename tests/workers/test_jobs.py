@@ -199,3 +199,33 @@ def test_the_journey_tick_shares_a_backlog_with_helper_jobs(redis, app, session)
     assert tick.return_value().endswith("3 helper jobs")  # 35 due: three more batches
     done = session.scalar(select(func.count()).where(Enrollment.state == EnrollmentState.COMPLETED))
     assert done == 35
+
+
+def test_the_delivery_job_delivers_due_messages_from_the_database(redis, app, session):
+    import datetime as dt
+
+    from journeys.models import Message, MessageStatus
+    from members.member import Member
+
+    at = dt.datetime(2026, 11, 23, 4, 0, tzinfo=dt.UTC)  # noon in Shanghai
+    app.config["TENURE_CLOCK"] = lambda: at
+    member = Member(external_id="reader", consent_sms=True)
+    session.add(member)
+    session.flush()
+    session.add(
+        Message(
+            member_id=member.id,
+            channel="sms",
+            provider="outbox",
+            dedup_key="job:1",
+            body="hi",
+            send_after=at,
+            created_at=at,
+        )
+    )
+    session.commit()
+    # Redis knows nothing of the message (as after a FLUSHALL): the job finds it anyway.
+    redis.flushdb()
+    job = _run(redis, jobs.deliver_messages)
+    assert job.return_value() == "1 claimed, 1 delivered, 0 deferred, 0 suppressed"
+    assert session.scalar(select(Message.status)) == MessageStatus.DELIVERED
