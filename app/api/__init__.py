@@ -16,6 +16,7 @@ def register_api(api: Api) -> None:
     from app.api.lifecycle import blp as lifecycle_blp
     from app.api.loyalty import blp as loyalty_blp
     from app.api.members import blp as members_blp
+    from app.api.messages import blp as messages_blp
     from app.api.settings import blp as settings_blp
     from app.api.templates import blp as templates_blp
     from app.api.track_mappings import blp as track_mappings_blp
@@ -29,6 +30,7 @@ def register_api(api: Api) -> None:
         lifecycle_blp,
         journeys_blp,
         templates_blp,
+        messages_blp,
         keys_blp,
     )
     for blp in blueprints:
