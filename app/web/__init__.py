@@ -10,6 +10,7 @@ from app.web import (  # noqa: E402, F401  (routes register on bp)
     home,
     imports,
     journeys,
+    messaging,
     points,
     settings,
     stages,
