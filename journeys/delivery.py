@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from journeys.definition import TIME
 from journeys.models import Message, MessageStatus
+from journeys.templates import SmsStyle, compose_sms
 from members import programme
 from members.errors import InvalidFields
 from members.member import Member
@@ -51,9 +53,17 @@ class Policies:
     weekly_cap: int = 5
     cap_patience_days: int = 3  # a capped message older than this is dropped
     paused: bool = False
+    # What every SMS carries: the sender's signature, and the opt-out text by country.
+    signature: str = "【会员中心】"
+    opt_out_cn: str = "拒收请回复R"
+    opt_out_other: str = "Reply STOP to opt out"
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def sms_style(self) -> SmsStyle:
+        return SmsStyle(self.signature, self.opt_out_cn, self.opt_out_other)
 
 
 def parse(data: Mapping[str, Any]) -> Policies:
@@ -72,6 +82,17 @@ def parse(data: Mapping[str, Any]) -> Policies:
     paused = data.get("paused", False)
     if not isinstance(paused, bool):
         errors["paused"] = "true or false"
+    for name in ("signature", "opt_out_cn", "opt_out_other"):
+        value = data.get(name, getattr(Policies, name))
+        if not isinstance(value, str) or not value.strip() or len(value) > 40:
+            errors[name] = "text of 1 to 40 characters"
+        values[name] = value.strip() if isinstance(value, str) else value
+    if isinstance(values.get("signature"), str) and not re.fullmatch(
+        r"【[^【】]{2,16}】", values["signature"]
+    ):
+        errors.setdefault(
+            "signature", "the sender's name in 【】, 2 to 16 characters: 【鞋履会员】"
+        )
     if errors:
         raise InvalidFields(errors)
     return Policies(**values, paused=paused)
@@ -130,9 +151,10 @@ def deliver_due(session: Session, *, now: dt.datetime, limit: int = BATCH) -> De
     members = {row.id: row for row in session.scalars(select(Member).where(Member.id.in_(ids)))}
     counts = _sent_counts(session, ids, now)
     for message in messages:
-        outcome = _policy(message, members.get(message.member_id), policies, counts, now)
+        member = members.get(message.member_id)
+        outcome = _policy(message, member, policies, counts, now)
         if outcome is None:
-            _send_console(message, now)
+            _send_console(message, member, policies, now)
             counts[message.member_id] = [c + 1 for c in counts.get(message.member_id, [0, 0])]
             result.delivered += 1
             continue
@@ -199,9 +221,12 @@ def _policy(message, member, policies, counts, now):
     return None
 
 
-def _send_console(message: Message, now: dt.datetime) -> None:
+def _send_console(message: Message, member: Member, policies: Policies, now: dt.datetime) -> None:
     """The console provider: the message is delivered into the outbox, to be read on
-    the messages page (so that a demo needs no SMS account)."""
+    the messages page (so that a demo needs no SMS account). An SMS is stored as sent:
+    with the signature and the opt-out text."""
+    if message.channel == "sms":
+        message.body = compose_sms(message.body, policies.sms_style, phone=member.phone)
     message.status = MessageStatus.DELIVERED
     message.provider = "console"
     message.provider_message_id = f"console-{uuid.uuid4().hex[:16]}"

@@ -17,7 +17,7 @@ from app.api.auth import BEARER_DOC, api_actor, require_scope
 from app.api.blueprint import Blueprint
 from app.auth.models import Scope
 from app.extensions import db
-from journeys import control
+from journeys import control, delivery
 from journeys.models import GlobalControl
 from members import points, programme, stages, tiers
 from members.errors import InvalidFields
@@ -487,3 +487,64 @@ class GlobalControlView(MethodView):
             _invalid(exc)
         _save(control.SETTING.save, changed, body["version"])
         return _control_group()
+
+
+# --- send policies -----------------------------------------------------------------
+
+
+class SendPoliciesIn(Schema):
+    class Meta:
+        unknown = RAISE
+
+    quiet_start = fields.Str(required=True, metadata={"example": "21:00"})
+    quiet_end = fields.Str(required=True, metadata={"example": "08:00"})
+    daily_cap = StrictInteger(required=True, metadata={"example": 2})
+    weekly_cap = StrictInteger(required=True, metadata={"example": 5})
+    cap_patience_days = StrictInteger(required=True, metadata={"example": 3})
+    paused = fields.Bool(required=True, metadata={"description": "The global pause switch"})
+    signature = fields.Str(required=True, metadata={"example": "【鞋履会员】"})
+    opt_out_cn = fields.Str(required=True, metadata={"example": "拒收请回复R"})
+    opt_out_other = fields.Str(required=True, metadata={"example": "Reply STOP to opt out"})
+    version = _VERSION_FIELDS["version"]
+    updated_at = _VERSION_FIELDS["updated_at"]
+    updated_by = _VERSION_FIELDS["updated_by"]
+
+
+class SendPoliciesOut(_VersionedOut):
+    quiet_start = fields.Str()
+    quiet_end = fields.Str()
+    daily_cap = fields.Int()
+    weekly_cap = fields.Int()
+    cap_patience_days = fields.Int()
+    paused = fields.Bool()
+    signature = fields.Str()
+    opt_out_cn = fields.Str()
+    opt_out_other = fields.Str()
+
+
+@blp.route("/send-policies")
+class SendPoliciesView(MethodView):
+    @require_scope(Scope.READ, Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.response(200, SendPoliciesOut)
+    def get(self):
+        """Quiet hours (member's own time zone), frequency caps, the pause switch, and
+        what every SMS carries (signature, opt-out text)."""
+        return _current(delivery)
+
+    @require_scope(Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.arguments(SendPoliciesIn, example=delivery.Policies().as_dict())
+    @blp.response(200, SendPoliciesOut)
+    @blp.alt_response(409, response="CONFLICT")
+    def put(self, body):
+        """Replace the send policies; they apply to the next delivery."""
+        document = {
+            k: v for k, v in body.items() if k not in ("version", "updated_at", "updated_by")
+        }
+        try:
+            policies = delivery.parse(document)
+        except InvalidFields as exc:
+            _invalid(exc)
+        _save(delivery.SETTING.save, policies, body["version"])
+        return _current(delivery)

@@ -87,3 +87,22 @@ def test_preview_for_a_sample_and_for_a_member(client, writer, session):
         f"{URL}/preview", json={"channel": "sms", "body": "x", "member": "nobody"}, headers=writer
     )
     assert unknown.status_code == 404
+
+
+def test_send_policies_through_the_api_and_the_signature_they_set(client, writer):
+    url = "/api/v1/settings/send-policies"
+    current = client.get(url, headers=writer).get_json()
+    assert (current["quiet_start"], current["quiet_end"], current["version"]) == (
+        "21:00",
+        "08:00",
+        0,
+    )
+    body = {k: v for k, v in current.items() if k not in ("updated_at", "updated_by")}
+    bad = client.put(url, json={**body, "signature": "鞋履会员", "daily_cap": -1}, headers=writer)
+    assert set(_fields(bad)) == {"signature", "daily_cap"}
+    changed = client.put(url, json={**body, "signature": "【鞋履会员】"}, headers=writer)
+    assert changed.status_code == 200, changed.get_json()
+    shown = client.post(
+        f"{URL}/preview", json={"channel": "sms", "body": "明天见"}, headers=writer
+    ).get_json()
+    assert shown["text"] == "【鞋履会员】明天见 拒收请回复R"

@@ -125,3 +125,9 @@ def test_policies_are_checked():
     with pytest.raises(InvalidFields) as raised:
         delivery.parse({"quiet_start": "25:00", "daily_cap": -1})
     assert set(raised.value.errors) == {"quiet_start", "daily_cap"}
+
+
+def test_an_sms_is_delivered_with_the_signature_and_opt_out(session):
+    message = _message(session, _member(session, phone="+8613800138000"))
+    _deliver(session, NOON)
+    assert message.body == "【会员中心】hi 拒收请回复R"
