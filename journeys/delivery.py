@@ -41,6 +41,8 @@ from members.errors import InvalidFields
 from members.member import Member
 
 DUE = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
+# The channels a provider here delivers; a webhook step's calls wait for their channel.
+CHANNELS = ("sms", "push")
 COUNTED = (MessageStatus.SENT, MessageStatus.DELIVERED)
 BATCH = 500
 
@@ -137,7 +139,7 @@ def deliver_due(session: Session, *, now: dt.datetime, limit: int = BATCH) -> De
     m = Message.__table__.c
     query = (
         select(Message)
-        .where(m.status.in_(DUE), m.send_after <= now)
+        .where(m.status.in_(DUE), m.send_after <= now, m.channel.in_(CHANNELS))
         .order_by(m.send_after, m.id)
         .limit(limit)
     )

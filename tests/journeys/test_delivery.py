@@ -131,3 +131,9 @@ def test_an_sms_is_delivered_with_the_signature_and_opt_out(session):
     message = _message(session, _member(session, phone="+8613800138000"))
     _deliver(session, NOON)
     assert message.body == "【会员中心】hi 拒收请回复R"
+
+
+def test_a_webhook_steps_call_waits_for_its_channel(session):
+    message = _message(session, _member(session), channel="webhook")
+    assert _deliver(session, NOON).claimed == 0
+    assert message.status == MessageStatus.QUEUED
