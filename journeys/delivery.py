@@ -30,11 +30,11 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from journeys.definition import TIME
-from journeys.models import Message, MessageStatus
+from journeys.models import Enrollment, Journey, Message, MessageStatus
 from journeys.templates import SmsStyle, compose_sms
 from members import programme
 from members.errors import InvalidFields
@@ -221,6 +221,33 @@ def _policy(message, member, policies, counts, now):
                 return MessageStatus.SUPPRESSED, "frequency_cap", None
             return MessageStatus.DEFERRED, "frequency_cap", now + dt.timedelta(days=1)
     return None
+
+
+def outbox(
+    *,
+    member: str | None = None,
+    journey: str | None = None,
+    status: str | None = None,
+    channel: str | None = None,
+) -> Select:
+    """Messages, newest first, each with its member's external id and phone and its
+    journey's key, filtered (the messages page and API read this)."""
+    query = (
+        select(Message, Member.external_id, Member.phone, Journey.key)
+        .join(Member, Member.id == Message.member_id)
+        .outerjoin(Enrollment, Enrollment.id == Message.enrollment_id)
+        .outerjoin(Journey, Journey.id == Enrollment.journey_id)
+        .order_by(Message.id.desc())
+    )
+    if member:
+        query = query.where(Member.external_id == member)
+    if journey:
+        query = query.where(Journey.key == journey)
+    if status:
+        query = query.where(Message.status == status)
+    if channel:
+        query = query.where(Message.channel == channel)
+    return query
 
 
 def _send_console(message: Message, member: Member, policies: Policies, now: dt.datetime) -> None:

@@ -14,14 +14,13 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from experiments import assignment
 from experiments.models import Assignment, Experiment
 from journeys import audience, conditions, control, definition, engine, graph, render
-from journeys.models import Enrollment, EnrollmentState, MessageTemplate
-from members import tiers
+from journeys.models import Enrollment, MessageTemplate
 from members.event import Event
 from members.lifecycle import MemberFeatures
 from members.member import Member
@@ -66,23 +65,11 @@ def entry_refusal(
             return "audience"
     e = Enrollment
     last, inside = session.execute(
-        select(
-            func.max(e.entered_at),
-            func.count().filter(
-                or_(
-                    e.state.in_((EnrollmentState.ACTIVE, EnrollmentState.WAITING)),
-                    and_(e.state == EnrollmentState.HELD_OUT, e.exited_at.is_(None)),
-                )
-            ),
-        ).where(e.journey_id == journey_id, e.member_id == member.id)
+        select(func.max(e.entered_at), func.count().filter(engine.inside_now())).where(
+            e.journey_id == journey_id, e.member_id == member.id
+        )
     ).one()
-    if last is None:
-        return None
-    if entry["reentry"] == "never":
-        return "reentry"
-    if entry["reentry"] == "after_days" and last + dt.timedelta(days=entry["reentry_days"]) > now:
-        return "reentry"
-    return "already_in" if inside else None
+    return engine.reentry_refusal(entry, last, inside, None, now)
 
 
 def run(
@@ -133,14 +120,7 @@ def _visit(session, step_id, step, member, features, context, journey_id, now):
         if template is None:
             return stop(f"template {step['template']!r} does not exist")
         variables = {
-            "member": render.member_variables(
-                member,
-                features,
-                next_level=tiers.next_tier(tiers.SETTING.load(session)[0], member.tier, features),
-                expiring=engine.expiring_points(session, [member.id], now).get(
-                    member.id, (0, None)
-                ),
-            ),
+            "member": engine.member_variables(session, member, features, now),
             "context": context,
             "benefit": context.get("benefit") or {},
             "coupon": context.get("coupon") or {},

@@ -183,12 +183,7 @@ def _admit(
             select(
                 e.member_id,
                 func.max(e.entered_at),
-                func.count().filter(
-                    or_(
-                        e.state.in_(INSIDE),
-                        and_(e.state == EnrollmentState.HELD_OUT, e.exited_at.is_(None)),
-                    )
-                ),
+                func.count().filter(inside_now()),
             )
             .where(e.journey_id == live.journey_id, e.member_id.in_(ids))
             .group_by(e.member_id)
@@ -280,15 +275,36 @@ def _refusal(
     if candidate.entry_key is not None and (member.id, candidate.entry_key) in used_keys:
         return "duplicate_entry_key"
     last, inside = history.get(member.id, (None, 0))
+    return reentry_refusal(entry, last, inside, candidate.entry_key, now)
+
+
+def reentry_refusal(
+    entry: Mapping[str, Any],
+    last: dt.datetime | None,
+    inside: int,
+    entry_key: str | None,
+    now: dt.datetime,
+) -> str | None:
+    """Why the re-entry policy keeps out a member who last entered at ``last`` and is
+    inside ``inside`` times (a member is in a journey once at a time, unless each entry
+    has its own key)."""
     if last is None:
         return None
     if entry["reentry"] == "never":
         return "reentry"
     if entry["reentry"] == "after_days" and last + dt.timedelta(days=entry["reentry_days"]) > now:
         return "reentry"
-    if inside and candidate.entry_key is None:
+    if inside and entry_key is None:
         return "already_in"
     return None
+
+
+def inside_now() -> Any:
+    """Enrollments still under way: walking, waiting, or held out within their window."""
+    e = _enrollments.c
+    return or_(
+        e.state.in_(INSIDE), and_(e.state == EnrollmentState.HELD_OUT, e.exited_at.is_(None))
+    )
 
 
 def _room_today(
@@ -1111,16 +1127,10 @@ class _Batch:
         return next(iter(result.skipped), None)
 
     def member_variables(self, member: Any) -> dict[str, Any]:
-        features = self.features.get(member.id)
         if self.ladder is None:
             self.ladder, _ = LADDER.load(self.session)
             self.expiring = expiring_points(self.session, list(self.members), self.now)
-        return render.member_variables(
-            member,
-            features,
-            next_level=next_tier(self.ladder, member.tier, features),
-            expiring=self.expiring.get(member.id, (0, None)),
-        )
+        return _variables(member, self.features.get(member.id), self.ladder, self.expiring)
 
     def template(self, key: str) -> MessageTemplate | None:
         if key not in self.templates:
@@ -1315,6 +1325,24 @@ def split_branch(journey_id: int, step_id: str, member_id: int, step: Mapping[st
 
 
 EXPIRING_WITHIN = dt.timedelta(days=30)
+
+
+def member_variables(
+    session: Session, member: Any, features: Any, now: dt.datetime
+) -> dict[str, Any]:
+    """What a template may read of one member (previews and the dry run; a tick reads
+    the ladder and the points expiring once per batch)."""
+    ladder, _ = LADDER.load(session)
+    return _variables(member, features, ladder, expiring_points(session, [member.id], now))
+
+
+def _variables(member: Any, features: Any, ladder: Any, expiring: Mapping) -> dict[str, Any]:
+    return render.member_variables(
+        member,
+        features,
+        next_level=next_tier(ladder, member.tier, features),
+        expiring=expiring.get(member.id, (0, None)),
+    )
 
 
 def expiring_points(

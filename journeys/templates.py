@@ -75,6 +75,7 @@ GSM7 = (
 )
 GSM7_EXTENDED = "^{}\\[~]|€\f"
 MAX_BODY = 2000
+KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +200,21 @@ class TemplateProblems(ValueError):
     def __init__(self, problems: list[LintError]) -> None:
         super().__init__("; ".join(map(str, problems)))
         self.problems = problems
+
+
+def problems(channel: str, body: str, title: str | None) -> dict[str, str]:
+    """What stops a template from being saved, by field (body, title)."""
+    found: dict[str, str] = {}
+    body_problems = lint(body)
+    if body_problems:
+        found["body"] = "; ".join(map(str, body_problems))
+    if channel == "push" and not title:
+        found["title"] = "a push message needs a title"
+    elif title:
+        title_problems = lint(title)
+        if title_problems:
+            found["title"] = "; ".join(map(str, title_problems))
+    return found
 
 
 def placeholders(text: str) -> Iterator[str]:

@@ -9,15 +9,14 @@ import base64
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import RAISE, Schema, fields, validate
-from sqlalchemy import select
 
 from app.api.auth import BEARER_DOC, require_scope
 from app.api.blueprint import Blueprint
 from app.auth.models import Scope
 from app.extensions import db
-from journeys.models import Enrollment, Journey, Message, MessageStatus
+from journeys import delivery
+from journeys.models import Message, MessageStatus
 from members.fields import mask_phone
-from members.member import Member
 
 blp = Blueprint(
     "messages",
@@ -89,22 +88,12 @@ class Messages(MethodView):
     @blp.response(200, MessagePage)
     def get(self, args):
         """Messages, newest first, with filters."""
-        query = (
-            select(Message, Member.external_id, Member.phone, Journey.key)
-            .join(Member, Member.id == Message.member_id)
-            .outerjoin(Enrollment, Enrollment.id == Message.enrollment_id)
-            .outerjoin(Journey, Journey.id == Enrollment.journey_id)
-            .order_by(Message.id.desc())
-            .limit(args["limit"])
-        )
-        if "member" in args:
-            query = query.where(Member.external_id == args["member"])
-        if "journey" in args:
-            query = query.where(Journey.key == args["journey"])
-        if "status" in args:
-            query = query.where(Message.status == args["status"])
-        if "channel" in args:
-            query = query.where(Message.channel == args["channel"])
+        query = delivery.outbox(
+            member=args.get("member"),
+            journey=args.get("journey"),
+            status=args["status"].value if "status" in args else None,
+            channel=args.get("channel"),
+        ).limit(args["limit"])
         if "cursor" in args:
             query = query.where(Message.id < _decode(args["cursor"]))
         rows = db.session.execute(query).all()

@@ -4,7 +4,6 @@ that does not lint is refused with the line of the problem."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask.views import MethodView
@@ -22,7 +21,7 @@ from app.extensions import db
 from journeys import delivery, engine, render, templates
 from journeys.definition import CHANNELS
 from journeys.models import MessageTemplate
-from members import audit, tiers
+from members import audit
 from members.lifecycle import MemberFeatures
 
 blp = Blueprint(
@@ -32,7 +31,6 @@ blp = Blueprint(
     description="Message templates: SMS and push texts that journeys send",
 )
 
-KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 BODY_HELP = (
     "Jinja2 text. Variables: member.(" + ", ".join(templates.MEMBER) + "), benefit.(…), "
     "coupon.(" + ", ".join(templates.BENEFIT) + "), context.<anything>; filters money "
@@ -110,15 +108,9 @@ def _refuse(problems: list[templates.LintError], field: str) -> None:
 
 
 def _checked(body: dict[str, Any]) -> None:
-    problems = templates.lint(body["body"])
-    if problems:
-        _refuse(problems, "body")
-    if body.get("title"):
-        problems = templates.lint(body["title"])
-        if problems:
-            _refuse(problems, "title")
-    if body["channel"] == "push" and not body.get("title"):
-        abort(422, errors={"json": {"title": ["a push message needs a title"]}})
+    found = templates.problems(body["channel"], body["body"], body.get("title"))
+    if found:
+        abort(422, errors={"json": {field: [message] for field, message in found.items()}})
 
 
 def _out(template: MessageTemplate) -> dict[str, Any]:
@@ -184,7 +176,7 @@ class Templates(MethodView):
     def post(self, body):
         """Create a template. It is linted: a syntax error, an unknown variable or
         filter is refused with its line."""
-        if not KEY.fullmatch(body["key"]):
+        if not templates.KEY.fullmatch(body["key"]):
             abort(422, errors={"json": {"key": ["lower-case letters, digits and _"]}})
         _checked(body)
         template = MessageTemplate(**body, updated_by=api_actor())
@@ -240,15 +232,7 @@ class Preview(MethodView):
         if body["member"]:
             member = member_or_404(body["member"])
             features = db.session.get(MemberFeatures, member.id)
-            ladder, _ = tiers.SETTING.load(db.session)
-            variables["member"] = render.member_variables(
-                member,
-                features,
-                next_level=tiers.next_tier(ladder, member.tier, features),
-                expiring=engine.expiring_points(db.session, [member.id], clock.now()).get(
-                    member.id, (0, None)
-                ),
-            )
+            variables["member"] = engine.member_variables(db.session, member, features, clock.now())
             phone = member.phone
         try:
             return templates.preview(

@@ -4,7 +4,6 @@ messages searched by member, journey and status, with why one was held back."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -18,10 +17,9 @@ from app.web import bp
 from app.web.programme import EDITORS
 from journeys import delivery, render, templates
 from journeys.definition import CHANNELS
-from journeys.models import Enrollment, Journey, Message, MessageStatus, MessageTemplate
+from journeys.models import Journey, MessageStatus, MessageTemplate
 from members import audit
 from members.fields import mask_phone
-from members.member import Member
 
 REASONS = {
     "erased": "the member was erased",
@@ -125,7 +123,7 @@ def _check(values: dict[str, Any], *, creating: bool) -> dict[str, str]:
     errors: dict[str, str] = {}
     if creating:
         key = values["key"]
-        if not templates_key_ok(key):
+        if not templates.KEY.fullmatch(key or ""):
             errors["key"] = _("lower-case letters, digits and _, e.g. winback_50")
         elif db.session.scalar(select(MessageTemplate.id).where(MessageTemplate.key == key)):
             errors["key"] = _("a template %(key)s exists already", key=key)
@@ -133,20 +131,8 @@ def _check(values: dict[str, Any], *, creating: bool) -> dict[str, str]:
         errors["name"] = _("give a name of at most 200 characters")
     if values["channel"] not in CHANNELS:
         errors["channel"] = _("choose SMS or app push")
-    problems = templates.lint(values["body"])
-    if problems:
-        errors["body"] = "; ".join(map(str, problems))
-    if values["channel"] == "push" and not values["title"]:
-        errors["title"] = _("a push message needs a title")
-    elif values["title"]:
-        problems = templates.lint(values["title"])
-        if problems:
-            errors["title"] = "; ".join(map(str, problems))
+    errors.update(templates.problems(values["channel"], values["body"], values["title"]))
     return errors
-
-
-def templates_key_ok(key: str) -> bool:
-    return bool(re.fullmatch(r"[a-z][a-z0-9_]{0,63}", key or ""))
 
 
 def _store(found: MessageTemplate | None, values: dict[str, Any]) -> MessageTemplate:
@@ -180,21 +166,12 @@ def _store(found: MessageTemplate | None, values: dict[str, Any]) -> MessageTemp
 @login_required
 def messages():
     args = request.args
-    query = (
-        select(Message, Member.external_id, Member.phone, Journey.key)
-        .join(Member, Member.id == Message.member_id)
-        .outerjoin(Enrollment, Enrollment.id == Message.enrollment_id)
-        .outerjoin(Journey, Journey.id == Enrollment.journey_id)
-        .order_by(Message.id.desc())
-        .limit(200)
-    )
-    if args.get("member"):
-        query = query.where(Member.external_id == args["member"].strip())
-    if args.get("journey"):
-        query = query.where(Journey.key == args["journey"].strip())
     status = args.get("status", "")
-    if status in {s.value for s in MessageStatus}:
-        query = query.where(Message.status == status)
+    query = delivery.outbox(
+        member=args.get("member", "").strip(),
+        journey=args.get("journey", "").strip(),
+        status=status if status in {s.value for s in MessageStatus} else None,
+    ).limit(200)
     rows = [
         (message, external_id, mask_phone(phone) if phone else "", journey)
         for message, external_id, phone, journey in db.session.execute(query)
