@@ -7,6 +7,8 @@ from typing import Any
 
 import flask
 import flask_smorest
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 
 
@@ -41,3 +43,15 @@ class Blueprint(flask_smorest.Blueprint):
             return wrapper
 
         return documented
+
+
+def page_of(session: Session, query: Select, pagination_parameters: Any) -> list[Any]:
+    """The page flask-smorest's ``paginate`` asks for: the rows of ``query`` on it, with
+    the total count set for its X-Pagination header. A page past the end is empty, and
+    never an offset the database cannot hold."""
+    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    pagination_parameters.item_count = total or 0
+    offset = (pagination_parameters.page - 1) * pagination_parameters.page_size
+    if offset >= pagination_parameters.item_count:
+        return []
+    return list(session.scalars(query.offset(offset).limit(pagination_parameters.page_size)))

@@ -10,12 +10,12 @@ from flask import g
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import RAISE, Schema, fields, validate
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app import clock
 from app.api.auth import BEARER_DOC, api_actor, require_scope
-from app.api.blueprint import Blueprint
+from app.api.blueprint import Blueprint, page_of
 from app.api.members import member_or_404
 from app.auth.models import Scope
 from app.extensions import db
@@ -300,13 +300,7 @@ class Journeys(MethodView):
             query = query.where(Journey.status == args["status"])
         else:
             query = query.where(Journey.status != JourneyStatus.ARCHIVED)
-        total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-        pagination_parameters.item_count = total
-        offset = (pagination_parameters.page - 1) * pagination_parameters.page_size
-        if offset >= total:
-            return []  # past the end (and never an offset the database cannot hold)
-        rows = db.session.scalars(query.offset(offset).limit(pagination_parameters.page_size))
-        return [_out(journey) for journey in rows]
+        return [_out(journey) for journey in page_of(db.session, query, pagination_parameters)]
 
     @require_scope(Scope.WRITE)
     @blp.doc(**BEARER_DOC)

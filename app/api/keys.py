@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import RAISE, Schema, fields, validate
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app import clock
 from app.api.auth import BEARER_DOC, api_actor, require_scope
-from app.api.blueprint import Blueprint
+from app.api.blueprint import Blueprint, page_of
 from app.auth.models import ApiKey, Scope
 from app.auth.service import AuthError, create_api_key, revoke_api_key
 from app.extensions import db
@@ -56,13 +56,7 @@ class ApiKeys(MethodView):
     def get(self, pagination_parameters):
         """List API keys, newest first (secrets are never shown)."""
         query = select(ApiKey).order_by(ApiKey.id.desc())
-        pagination_parameters.item_count = db.session.scalar(
-            select(func.count()).select_from(ApiKey)
-        )
-        offset = (pagination_parameters.page - 1) * pagination_parameters.page_size
-        if offset >= pagination_parameters.item_count:
-            return []  # past the end (and never an offset the database cannot hold)
-        return db.session.scalars(query.offset(offset).limit(pagination_parameters.page_size)).all()
+        return page_of(db.session, query, pagination_parameters)
 
     @require_scope(Scope.ADMIN)
     @blp.doc(**BEARER_DOC)

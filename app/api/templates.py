@@ -9,12 +9,12 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import RAISE, Schema, fields, validate
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app import clock
 from app.api.auth import BEARER_DOC, api_actor, require_scope
-from app.api.blueprint import Blueprint
+from app.api.blueprint import Blueprint, page_of
 from app.api.members import member_or_404
 from app.auth.models import Scope
 from app.extensions import db
@@ -156,18 +156,8 @@ class Templates(MethodView):
     @blp.paginate()
     def get(self, pagination_parameters):
         """Templates by key."""
-        total = db.session.scalar(select(func.count()).select_from(MessageTemplate)) or 0
-        pagination_parameters.item_count = total
-        offset = (pagination_parameters.page - 1) * pagination_parameters.page_size
-        if offset >= total:
-            return []
-        rows = db.session.scalars(
-            select(MessageTemplate)
-            .order_by(MessageTemplate.key)
-            .offset(offset)
-            .limit(pagination_parameters.page_size)
-        )
-        return [_out(row) for row in rows]
+        query = select(MessageTemplate).order_by(MessageTemplate.key)
+        return [_out(row) for row in page_of(db.session, query, pagination_parameters)]
 
     @require_scope(Scope.WRITE)
     @blp.doc(**BEARER_DOC)
