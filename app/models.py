@@ -3,6 +3,7 @@
 import members.models  # noqa: F401  (every table of the membership core)
 from app.auth.models import ApiKey, User
 from experiments.models import Assignment, Experiment, Exposure, Variant
+from journeys.channel_models import InboundMessage, ProviderAccount, Receipt, Suppression
 from journeys.models import (
     Enrollment,
     GlobalControl,
@@ -12,8 +13,8 @@ from journeys.models import (
     Message,
     MessageTemplate,
     StepRun,
-    WebhookEndpoint,
 )
+from journeys.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from members.models import (
     AuditEntry,
     BenefitGrant,
@@ -36,6 +37,7 @@ __all__ = [
     "Experiment",
     "Exposure",
     "GlobalControl",
+    "InboundMessage",
     "Journey",
     "JourneyCount",
     "JourneyVersion",
@@ -44,9 +46,14 @@ __all__ = [
     "Message",
     "MessageTemplate",
     "PointsLot",
+    "ProviderAccount",
+    "Receipt",
     "StageTransition",
     "StepRun",
+    "Suppression",
     "User",
     "Variant",
+    "WebhookAttempt",
+    "WebhookDelivery",
     "WebhookEndpoint",
 ]

@@ -1,4 +1,4 @@
-"""Journeys, their immutable versions, enrollments, the message outbox, webhooks out."""
+"""Journeys, their immutable versions, enrollments, templates and the message outbox."""
 
 from __future__ import annotations
 
@@ -181,6 +181,13 @@ class MessageTemplate(Base):
     deep_link: Mapped[str | None] = mapped_column(String(2000))
     # Transactional messages (points statements, service notices) skip marketing rules.
     transactional: Mapped[bool] = mapped_column(default=False)
+    # Under a tight frequency cap the higher priority goes first (care, points expiry).
+    priority: Mapped[int] = mapped_column(default=0, server_default="0")
+    # An SMS sent through a provider of approved templates (Alibaba): the approved
+    # template's code and text, and each of its ${variables} as a template expression.
+    sms_template_code: Mapped[str | None] = mapped_column(String(64))
+    sms_approved_text: Mapped[str | None] = mapped_column(Text)
+    sms_params: Mapped[dict[str, Any] | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(320))
@@ -215,10 +222,18 @@ class Message(Base):
     transactional: Mapped[bool] = mapped_column(default=False)
     title: Mapped[str | None] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The approved template's variables (TemplateParam), for providers that need them.
+    params: Mapped[dict[str, Any] | None]
     status: Mapped[MessageStatus] = mapped_column(default=MessageStatus.QUEUED)
     reason: Mapped[str | None] = mapped_column(String(200))
     attempts: Mapped[int] = mapped_column(default=0)
     send_after: Mapped[dt.datetime]
+    # While ``sending``: the claim runs out at claimed_until; started_at is set the
+    # moment the provider call begins, so that a message whose worker died before the
+    # call is simply due again, and one that died during it is never sent twice.
+    claimed_until: Mapped[dt.datetime | None]
+    started_at: Mapped[dt.datetime | None]
     provider_message_id: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -231,17 +246,3 @@ class Message(Base):
         Index(None, "member_id", "created_at"),
         Index(None, "provider", "provider_message_id"),
     )
-
-
-class WebhookEndpoint(Base):
-    __tablename__ = "webhook_endpoints"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    url: Mapped[str] = mapped_column(String(2000))
-    # whsec_... stored encrypted with the app's key, never shown back.
-    secret_encrypted: Mapped[str] = mapped_column(Text)
-    event_types: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    active: Mapped[bool] = mapped_column(default=True)
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    disabled_at: Mapped[dt.datetime | None]
-    disabled_reason: Mapped[str | None] = mapped_column(String(200))
