@@ -1,226 +1,471 @@
-"""Delivering the outbox: due messages claimed in batches, the send policies applied in
-order, each outcome recorded on the message, and what passes handed to its provider.
+"""Delivering the outbox, a batch at a time, as a state machine kept in the database.
 
-The policies, in this order (the first that stops a message names itself in
-``reason``):
+1. ``deliver_due`` claims due messages (``FOR UPDATE SKIP LOCKED`` on PostgreSQL),
+   applies the send policies (journeys/policies.py) and settles what they hold back.
+   A message for the console provider is delivered there and then; one for a real
+   provider becomes ``sending`` with a lease. The caller commits.
+2. ``send_claimed`` hands those to their providers outside any long transaction. Just
+   before a provider call it marks the messages ``started_at`` (committed), and after
+   it records each outcome (committed): ``sent`` (a receipt will follow),
+   ``delivered``, ``deferred`` with the time of the next try (transient errors, with
+   exponential backoff), or ``failed`` with the provider's words.
+3. ``reclaim`` (the reconciler) looks at leases that ran out: a message never started
+   is simply due again; one whose worker died during the provider call is sent again
+   only through an idempotent provider, and otherwise ends ``failed`` as
+   ``interrupted``, so that no member ever gets it twice.
 
-1. the member was erased: suppressed;
-2. consent: a marketing message needs the member's consent for its channel, and the
-   member must not have refused automated personalised marketing (PIPL art. 24);
-   withdrawal wins at once, since it is read at delivery: suppressed;
-3. the global pause switch: deferred until it is lifted (a minute at a time);
-4. quiet hours in the member's own time zone (marketing SMS; default 21:00-08:00):
-   deferred to the first minute after them, never dropped;
-5. the frequency cap across all journeys, per member per day and per week (marketing
-   only): deferred to the next day, or suppressed once older than the cap's patience.
-
-A message is claimed ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and finished in the same
-transaction, so two workers never deliver it twice; the providers here answer at once
-(the console provider), and providers over the network come with their own issue.
+Redis only carries the jobs that run these: a message Redis lost is due in the
+database, and the next run takes it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
+import logging
+import random
 import uuid
-from collections import Counter
-from collections.abc import Mapping
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
-from journeys.definition import TIME
-from journeys.models import Enrollment, Journey, Message, MessageStatus
-from journeys.templates import SmsStyle, compose_sms
-from members import programme
-from members.errors import InvalidFields
+from journeys import accounts, providers
+from journeys.channel_models import ProviderAccount, Suppression
+from journeys.models import Enrollment, Journey, Message, MessageStatus, MessageTemplate
+from journeys.policies import SETTING, Usage, evaluate
+from journeys.providers.base import Outcome, Outgoing, Result
+from journeys.templates import compose_sms
+from journeys.vault import SecretUnreadable, Vault
+from members.fields import mask_phone
 from members.member import Member
 
+log = logging.getLogger(__name__)
+
 DUE = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
-# The channels a provider here delivers; a webhook step's calls wait for their channel.
-CHANNELS = ("sms", "push")
-COUNTED = (MessageStatus.SENT, MessageStatus.DELIVERED)
+CHANNELS = ("sms", "push", "webhook")
+COUNTED = (MessageStatus.SENDING, MessageStatus.SENT, MessageStatus.DELIVERED)
 BATCH = 500
-
-
-@dataclasses.dataclass(frozen=True)
-class Policies:
-    quiet_start: str = "21:00"
-    quiet_end: str = "08:00"
-    daily_cap: int = 2  # marketing messages per member per day (0: no cap)
-    weekly_cap: int = 5
-    cap_patience_days: int = 3  # a capped message older than this is dropped
-    paused: bool = False
-    # What every SMS carries: the sender's signature, and the opt-out text by country.
-    signature: str = "【会员中心】"
-    opt_out_cn: str = "拒收请回复R"
-    opt_out_other: str = "Reply STOP to opt out"
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @property
-    def sms_style(self) -> SmsStyle:
-        return SmsStyle(self.signature, self.opt_out_cn, self.opt_out_other)
-
-
-def parse(data: Mapping[str, Any]) -> Policies:
-    errors: dict[str, str] = {}
-    values: dict[str, Any] = {}
-    for name in ("quiet_start", "quiet_end"):
-        value = data.get(name, getattr(Policies, name))
-        if not isinstance(value, str) or not TIME.fullmatch(value):
-            errors[name] = "a time of day as HH:MM"
-        values[name] = value
-    for name, high in (("daily_cap", 100), ("weekly_cap", 500), ("cap_patience_days", 30)):
-        value = data.get(name, getattr(Policies, name))
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
-            errors[name] = f"a whole number from 0 to {high}"
-        values[name] = value
-    paused = data.get("paused", False)
-    if not isinstance(paused, bool):
-        errors["paused"] = "true or false"
-    for name in ("signature", "opt_out_cn", "opt_out_other"):
-        value = data.get(name, getattr(Policies, name))
-        if not isinstance(value, str) or not value.strip() or len(value) > 40:
-            errors[name] = "text of 1 to 40 characters"
-        values[name] = value.strip() if isinstance(value, str) else value
-    if isinstance(values.get("signature"), str) and not re.fullmatch(
-        r"【[^【】]{2,16}】", values["signature"]
-    ):
-        errors.setdefault(
-            "signature", "the sender's name in 【】, 2 to 16 characters: 【鞋履会员】"
-        )
-    if errors:
-        raise InvalidFields(errors)
-    return Policies(**values, paused=paused)
-
-
-SETTING = programme.Document("send_policies", parse, Policies())
+# Long enough for a batch through a slow provider; a message is only ever started
+# under the lease it was claimed with, so a lease running out cannot send it twice.
+LEASE = dt.timedelta(minutes=15)
+MAX_ATTEMPTS = 8
+BACKOFF_FIRST = dt.timedelta(seconds=30)
+BACKOFF_MOST = dt.timedelta(hours=1)
+_messages = Message.__table__
 
 
 @dataclasses.dataclass
 class DeliveryResult:
     claimed: int = 0
     delivered: int = 0
+    sent: int = 0
     deferred: int = 0
+    failed: int = 0
     suppressed: Counter = dataclasses.field(default_factory=Counter)
+    # Claimed for a real provider: ``send_claimed`` takes them on under ``lease``.
+    to_send: list[int] = dataclasses.field(default_factory=list)
+    lease: dt.datetime | None = None
+
+    def add(self, other: DeliveryResult) -> None:
+        self.claimed += other.claimed
+        self.delivered += other.delivered
+        self.sent += other.sent
+        self.deferred += other.deferred
+        self.failed += other.failed
+        self.suppressed.update(other.suppressed)
+
+    def summary(self) -> str:
+        return (
+            f"{self.claimed} claimed, {self.delivered} delivered, {self.sent} sent, "
+            f"{self.deferred} deferred, {sum(self.suppressed.values())} suppressed, "
+            f"{self.failed} failed"
+        )
 
 
-def _minutes(text: str) -> int:
-    hour, minute = map(int, text.split(":"))
-    return hour * 60 + minute
+def address(message, member) -> str | None:
+    """Where a message goes: the member's phone or push token, or a webhook step's URL."""
+    if message.channel == "sms":
+        return member.phone
+    if message.channel == "push":
+        return member.push_token
+    return (message.params or {}).get("url") or message.title
 
 
-def quiet_until(policies: Policies, zone_name: str, now: dt.datetime) -> dt.datetime | None:
-    """When the quiet hours around ``now`` end in the member's zone (None: not quiet)."""
-    try:
-        zone = ZoneInfo(zone_name)
-    except (KeyError, ValueError):
-        zone = ZoneInfo("Asia/Shanghai")
-    local = now.astimezone(zone)
-    start, end = _minutes(policies.quiet_start), _minutes(policies.quiet_end)
-    minute = local.hour * 60 + local.minute
-    quiet = (start <= minute or minute < end) if start > end else (start <= minute < end)
-    if start == end or not quiet:
-        return None
-    day = local.date() if minute < end else local.date() + dt.timedelta(days=1)
-    hour, minute_of = divmod(end, 60)
-    return dt.datetime.combine(day, dt.time(hour, minute_of), zone)
+def due_count(session: Session, now: dt.datetime) -> int:
+    return session.scalar(
+        select(func.count())
+        .select_from(_messages)
+        .where(
+            _messages.c.status.in_(DUE),
+            _messages.c.send_after <= now,
+            _messages.c.channel.in_(CHANNELS),
+        )
+    )
 
 
 def deliver_due(session: Session, *, now: dt.datetime, limit: int = BATCH) -> DeliveryResult:
-    """Claim up to ``limit`` due messages and settle each (the caller commits)."""
+    """Claim up to ``limit`` due messages and settle each, or claim it for its provider
+    (the caller commits, then calls ``send_claimed`` with ``to_send``)."""
     policies, _ = SETTING.load(session)
-    m = Message.__table__.c
+    m = _messages.c
     query = (
         select(Message)
         .where(m.status.in_(DUE), m.send_after <= now, m.channel.in_(CHANNELS))
-        .order_by(m.send_after, m.id)
+        .order_by(m.priority.desc(), m.send_after, m.id)
         .limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=Message)
     messages = session.scalars(query).all()
-    result = DeliveryResult(claimed=len(messages))
+    result = DeliveryResult(claimed=len(messages), lease=now + LEASE)
     if not messages:
         return result
     ids = {message.member_id for message in messages}
     members = {row.id: row for row in session.scalars(select(Member).where(Member.id.in_(ids)))}
-    counts = _sent_counts(session, ids, now)
-    for message in messages:
+    usage = _usage(session, ids, now)
+    addresses = {
+        (message.channel, address(message, members[message.member_id]))
+        for message in messages
+        if message.member_id in members
+    }
+    blocked = _suppressed(session, addresses)
+    router = accounts.Router(session)
+    # Under a tight cap the higher priority goes first, then the older.
+    for message in sorted(messages, key=lambda msg: (-msg.priority, msg.created_at, msg.id)):
         member = members.get(message.member_id)
-        outcome = _policy(message, member, policies, counts, now)
-        if outcome is None:
-            _send_console(message, member, policies, now)
-            counts[message.member_id] = [c + 1 for c in counts.get(message.member_id, [0, 0])]
-            result.delivered += 1
-            continue
-        status, reason, until = outcome
-        message.status, message.reason, message.updated_at = status, reason, now
-        if status == MessageStatus.DEFERRED:
-            message.send_after = until
-            result.deferred += 1
-        else:
-            result.suppressed[reason] += 1
+        _settle(message, member, policies, router, usage, blocked, now, result)
     session.flush()
     return result
 
 
-def _sent_counts(session: Session, member_ids: set[int], now: dt.datetime) -> dict[int, list[int]]:
-    """Per member: marketing messages sent in the last day and the last week."""
-    m = Message.__table__.c
-    day, week = now - dt.timedelta(days=1), now - dt.timedelta(days=7)
-    rows = session.execute(
-        select(
-            m.member_id,
-            func.count().filter(m.sent_at > day),
-            func.count(),
+def _settle(message, member, policies, router, usage, blocked, now, result) -> None:
+    route = router.route(message.channel, member) if member is not None else None
+    to = address(message, member) if member is not None else None
+    hold = evaluate(
+        message,
+        member,
+        policies,
+        now=now,
+        usage=usage[message.member_id],
+        suppressed=(message.channel, to) in blocked,
+        cross_border=route is not None and route.cross_border,
+    )
+    message.updated_at = now
+    if hold is None and route.error:
+        message.status, message.reason, message.error = (
+            MessageStatus.FAILED,
+            "no_provider",
+            route.error,
         )
+        result.failed += 1
+        return
+    if hold is None and not to:
+        hold_status, reason = MessageStatus.SUPPRESSED, f"no_address:{message.channel}"
+        message.status, message.reason = hold_status, reason
+        result.suppressed[reason] += 1
+        return
+    if hold is not None:
+        message.status, message.reason = hold.status, hold.reason
+        if hold.status == MessageStatus.DEFERRED:
+            message.send_after = hold.until
+            result.deferred += 1
+        else:
+            result.suppressed[hold.reason] += 1
+        return
+    if message.channel == "sms" and message.attempts == 0:
+        message.body = compose_sms(message.body, policies.sms_style, phone=member.phone)
+    if not message.transactional:
+        usage[message.member_id].daily += 1
+        usage[message.member_id].weekly += 1
+    message.attempts += 1
+    message.provider = route.name
+    message.reason = message.error = None
+    if route.account is None:
+        message.status = MessageStatus.DELIVERED
+        message.provider_message_id = f"console-{uuid.uuid4().hex[:16]}"
+        message.sent_at = message.delivered_at = now
+        result.delivered += 1
+        return
+    message.status = MessageStatus.SENDING
+    message.claimed_until, message.started_at = result.lease, None
+    result.to_send.append(message.id)
+
+
+def _usage(session: Session, member_ids: set[int], now: dt.datetime) -> defaultdict[int, Usage]:
+    """Per member: marketing messages gone (or going) in the last day and week."""
+    m = _messages.c
+    day, week = now - dt.timedelta(days=1), now - dt.timedelta(days=7)
+    at = func.coalesce(m.sent_at, m.updated_at)
+    rows = session.execute(
+        select(m.member_id, func.count().filter(at > day), func.count())
         .where(
             m.member_id.in_(member_ids),
             m.status.in_(COUNTED),
             m.transactional.is_(False),
-            m.sent_at > week,
+            m.channel.in_(("sms", "push")),
+            at > week,
         )
         .group_by(m.member_id)
     )
-    return {member_id: [daily, weekly] for member_id, daily, weekly in rows}
+    usage: defaultdict[int, Usage] = defaultdict(Usage)
+    for member_id, daily, weekly in rows:
+        usage[member_id] = Usage(daily, weekly)
+    return usage
 
 
-def _policy(message, member, policies, counts, now):
-    """(status, reason, until) of the first policy that holds the message back."""
-    if member is None or member.erased_at is not None:
-        return MessageStatus.SUPPRESSED, "erased", None
-    marketing = not message.transactional
-    if marketing:
-        consent = {"sms": member.consent_sms, "push": member.consent_push}.get(
-            message.channel, True
+def _suppressed(session: Session, addresses: set[tuple[str, str | None]]) -> set[tuple[str, str]]:
+    wanted = {a for _, a in addresses if a}
+    if not wanted:
+        return set()
+    rows = session.execute(
+        select(Suppression.channel, Suppression.address).where(Suppression.address.in_(wanted))
+    )
+    return {(channel, value) for channel, value in rows}
+
+
+# -- the provider calls
+
+
+def send_claimed(
+    session: Session,
+    claimed: DeliveryResult,
+    *,
+    vault: Vault,
+    clock: Callable[[], dt.datetime],
+    commit: Callable[[], None],
+) -> DeliveryResult:
+    """Hand the messages claimed for real providers to them, a few at a time, each
+    started and recorded in its own commit."""
+    result = DeliveryResult()
+    if not claimed.to_send:
+        return result
+    m = _messages.c
+    rows = session.execute(
+        select(_messages).where(m.id.in_(claimed.to_send), m.status == MessageStatus.SENDING)
+    ).all()
+    member_ids = {row.member_id for row in rows}
+    members = {
+        row.id: row
+        for row in session.execute(
+            select(Member.id, Member.phone, Member.push_token, Member.external_id).where(
+                Member.id.in_(member_ids)
+            )
         )
-        if not consent:
-            return MessageStatus.SUPPRESSED, f"no_consent:{message.channel}", None
-        if not member.personalised_marketing:
-            return MessageStatus.SUPPRESSED, "refused_personalised_marketing", None
-    if policies.paused:
-        return MessageStatus.DEFERRED, "paused", now + dt.timedelta(minutes=1)
-    if marketing and message.channel == "sms":
-        until = quiet_until(policies, member.timezone, now)
-        if until is not None:
-            return MessageStatus.DEFERRED, "quiet_hours", until
-    if marketing:
-        daily, weekly = counts.get(member.id, [0, 0])
-        capped = (policies.daily_cap and daily >= policies.daily_cap) or (
-            policies.weekly_cap and weekly >= policies.weekly_cap
+    }
+    keys = {row.template_key for row in rows if row.template_key}
+    bound = {
+        row.key: row
+        for row in session.execute(
+            select(
+                MessageTemplate.key, MessageTemplate.sms_template_code, MessageTemplate.deep_link
+            ).where(MessageTemplate.key.in_(keys))
         )
-        if capped:
-            if now - message.created_at > dt.timedelta(days=policies.cap_patience_days):
-                return MessageStatus.SUPPRESSED, "frequency_cap", None
-            return MessageStatus.DEFERRED, "frequency_cap", now + dt.timedelta(days=1)
-    return None
+    }
+    names = {row.provider for row in rows}
+    account_of = {
+        row.name: row
+        for row in session.scalars(select(ProviderAccount).where(ProviderAccount.name.in_(names)))
+    }
+    for account in account_of.values():
+        session.expunge(account)  # read after the commits below without a reload
+    groups: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        groups[row.provider].append(row)
+    for name, group in groups.items():
+        account = account_of.get(name)
+        try:
+            if account is None:
+                raise SecretUnreadable(f"the provider account {name!r} was removed")
+            provider = accounts.build(account, vault)
+        except SecretUnreadable as exc:
+            _finish(session, [r.id for r in group], Outcome(Result.FAILED, error=str(exc)), clock())
+            commit()
+            result.failed += len(group)
+            continue
+        step = max(1, provider.concurrency)
+        for start in range(0, len(group), step):
+            chunk = group[start : start + step]
+            started = clock()
+            ours = set(
+                session.scalars(
+                    update(Message)
+                    .where(
+                        Message.id.in_([r.id for r in chunk]),
+                        Message.status == MessageStatus.SENDING,
+                        Message.started_at.is_(None),
+                        Message.claimed_until == claimed.lease,
+                    )
+                    .values(started_at=started)
+                    .returning(Message.id)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            commit()
+            chunk = [r for r in chunk if r.id in ours]
+            if not chunk:
+                continue
+            outgoing = [
+                _outgoing(r, members[r.member_id], bound.get(r.template_key)) for r in chunk
+            ]
+            outcomes = provider.send(outgoing)
+            finished = clock()
+            for row, out, outcome in zip(chunk, outgoing, outcomes, strict=True):
+                _record(session, row, out, outcome, finished, result)
+            commit()
+    return result
+
+
+def _outgoing(row, member, template) -> Outgoing:
+    params = dict(row.params or {})
+    return Outgoing(
+        message_id=row.id,
+        dedup_key=row.dedup_key,
+        channel=row.channel,
+        to=address(row, member) or "",
+        body=row.body,
+        title=row.title,
+        deep_link=template.deep_link if template is not None else None,
+        template_code=template.sms_template_code if template is not None else None,
+        params=params.get("template"),
+        data={"member": member.external_id, "message": str(row.id)},
+    )
+
+
+def backoff(attempts: int, retry_after: float | None = None) -> dt.timedelta:
+    """30 s, 1 min, 2 min... up to an hour, with a little jitter so that a provider
+    coming back is not hit by every message at once; never sooner than it asked."""
+    wait = min(BACKOFF_FIRST * 2 ** max(attempts - 1, 0), BACKOFF_MOST)
+    wait *= random.uniform(0.8, 1.2)  # noqa: S311  (jitter, not a secret)
+    if retry_after:
+        wait = max(wait, dt.timedelta(seconds=retry_after))
+    return wait
+
+
+def _record(session, row, out: Outgoing, outcome: Outcome, now, result) -> None:
+    values: dict[str, Any] = {"updated_at": now, "claimed_until": None}
+    if outcome.result in (Result.SENT, Result.DELIVERED):
+        values.update(
+            status=MessageStatus(outcome.result.value),
+            provider_message_id=outcome.provider_message_id,
+            sent_at=now,
+            reason=None,
+            error=None,
+        )
+        if outcome.result == Result.DELIVERED:
+            values["delivered_at"] = now
+            result.delivered += 1
+        else:
+            result.sent += 1
+    elif outcome.result == Result.RETRY and row.attempts < MAX_ATTEMPTS:
+        values.update(
+            status=MessageStatus.DEFERRED,
+            reason="retry",
+            error=outcome.error,
+            send_after=now + backoff(row.attempts, outcome.retry_after),
+            started_at=None,
+        )
+        result.deferred += 1
+    else:
+        reason = "retries_exhausted" if outcome.result == Result.RETRY else "provider_error"
+        values.update(status=MessageStatus.FAILED, reason=reason, error=outcome.error)
+        result.failed += 1
+    if outcome.token_gone:
+        session.execute(
+            update(Member)
+            .where(Member.id == row.member_id, Member.push_token == out.to)
+            .values(push_token=None)
+            .execution_options(synchronize_session=False)
+        )
+    session.execute(
+        update(Message)
+        .where(Message.id == row.id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if outcome.result == Result.FAILED:
+        to = mask_phone(out.to) if out.channel == "sms" else "(token)"
+        log.info("message %s to %s failed: %s", row.id, to, outcome.error)
+
+
+def _finish(session: Session, ids: Iterable[int], outcome: Outcome, now: dt.datetime) -> None:
+    session.execute(
+        update(Message)
+        .where(Message.id.in_(list(ids)))
+        .values(
+            status=MessageStatus.FAILED,
+            reason="provider_error",
+            error=outcome.error,
+            claimed_until=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+# -- the reconciler
+
+
+@dataclasses.dataclass
+class Reclaimed:
+    requeued: int = 0
+    retried: int = 0
+    interrupted: int = 0
+
+
+def reclaim(session: Session, *, now: dt.datetime) -> Reclaimed:
+    """Settle messages whose claim ran out (their worker died or was cut off)."""
+    m = _messages.c
+    query = select(m.id, m.started_at, m.provider, m.attempts).where(
+        m.status == MessageStatus.SENDING, m.claimed_until < now
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = session.execute(query).all()
+    done = Reclaimed()
+    if not rows:
+        return done
+    idempotent = _idempotent_accounts(session, {row.provider for row in rows})
+    for row in rows:
+        values: dict[str, Any] = {"claimed_until": None, "updated_at": now}
+        if row.started_at is None:
+            values.update(status=MessageStatus.QUEUED, reason=None)
+            done.requeued += 1
+        elif row.provider in idempotent and row.attempts < MAX_ATTEMPTS:
+            values.update(
+                status=MessageStatus.DEFERRED,
+                reason="retry",
+                error="the worker stopped during the call; sent again (the receiver "
+                "de-duplicates on the webhook-id)",
+                send_after=now,
+                started_at=None,
+            )
+            done.retried += 1
+        else:
+            values.update(
+                status=MessageStatus.FAILED,
+                reason="interrupted",
+                error="the worker stopped during the provider call: whether it went is "
+                "unknown, and it is not sent again so that it is never sent twice (a "
+                "delivery receipt may still settle it)",
+            )
+            done.interrupted += 1
+        session.execute(
+            update(Message)
+            .where(Message.id == row.id, Message.status == MessageStatus.SENDING)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    return done
+
+
+def _idempotent_accounts(session: Session, names: set[str]) -> set[str]:
+    rows = session.execute(
+        select(ProviderAccount.name, ProviderAccount.kind).where(ProviderAccount.name.in_(names))
+    )
+    return {name for name, kind in rows if providers.kind(kind).idempotent}
 
 
 def outbox(
@@ -248,17 +493,3 @@ def outbox(
     if channel:
         query = query.where(Message.channel == channel)
     return query
-
-
-def _send_console(message: Message, member: Member, policies: Policies, now: dt.datetime) -> None:
-    """The console provider: the message is delivered into the outbox, to be read on
-    the messages page (so that a demo needs no SMS account). An SMS is stored as sent:
-    with the signature and the opt-out text."""
-    if message.channel == "sms":
-        message.body = compose_sms(message.body, policies.sms_style, phone=member.phone)
-    message.status = MessageStatus.DELIVERED
-    message.provider = "console"
-    message.provider_message_id = f"console-{uuid.uuid4().hex[:16]}"
-    message.attempts += 1
-    message.sent_at = message.delivered_at = message.updated_at = now
-    message.reason = None

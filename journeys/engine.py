@@ -1147,13 +1147,21 @@ class _Batch:
             "benefit": (row["context"].get("benefit") or {}),
             "coupon": (row["context"].get("coupon") or {}),
         }
-        error, body, title = None, "", None
+        error, body, title, params = None, "", None, None
         if template is None:
             error = f"template {step['template']!r} was deleted"
         else:
             try:
                 body = render.render(template.body, variables)
                 title = render.render(template.title, variables) if template.title else None
+                if template.sms_params:
+                    # An approved template's variables, for providers that send those.
+                    params = {
+                        "template": {
+                            name: render.render(expression, variables)
+                            for name, expression in template.sms_params.items()
+                        }
+                    }
             except render.RenderError as exc:
                 error = f"template {template.key!r}: {exc}"
         self.messages.append(
@@ -1166,6 +1174,8 @@ class _Batch:
                 "dedup_key": key,
                 "template_key": step["template"],
                 "transactional": bool(template is not None and template.transactional),
+                "priority": template.priority if template is not None else 0,
+                "params": params,
                 "title": title,
                 "body": body,
                 "status": MessageStatus.FAILED if error else MessageStatus.QUEUED,
@@ -1197,6 +1207,8 @@ class _Batch:
                 "dedup_key": key,
                 "template_key": None,
                 "transactional": False,
+                "priority": 0,
+                "params": {"url": step["url"]},
                 "title": step["url"][:200],
                 "body": json.dumps(payload, ensure_ascii=False, default=str),
                 "status": MessageStatus.QUEUED,

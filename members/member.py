@@ -20,6 +20,11 @@ class Channel(enum.StrEnum):
     PUSH = "push"
     EMAIL = "email"
     WEBHOOK = "webhook"
+    # Not channels but consents recorded the same way: PIPL art. 39 (a phone number or
+    # push token may leave mainland China, to Twilio or FCM) and art. 24 (automated,
+    # personalised marketing as a whole; granted until the member refuses it).
+    CROSS_BORDER = "cross_border"
+    PERSONALISED_MARKETING = "personalised_marketing"
 
 
 class Member(Base):

@@ -198,6 +198,8 @@ CONSENT_COLUMNS = {
     Channel.PUSH: "consent_push",
     Channel.EMAIL: "consent_email",
     Channel.WEBHOOK: "consent_webhook",
+    Channel.CROSS_BORDER: "cross_border_consent",
+    Channel.PERSONALISED_MARKETING: "personalised_marketing",
 }
 
 

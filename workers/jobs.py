@@ -9,7 +9,7 @@ from typing import ParamSpec, TypeVar
 
 from rq import Queue
 
-from app import clock, uploads
+from app import clock, uploads, vault
 from app.extensions import db
 from app.redis_client import get_redis
 from journeys import delivery
@@ -28,6 +28,8 @@ TICK_TIMEOUT = 600
 TICK_HELPERS = 8
 # A delivery run stops taking new batches after this long; the next minute's goes on.
 DELIVERY_BUDGET = dt.timedelta(seconds=50)
+# At most this many helper jobs share the outbox's backlog.
+DELIVERY_HELPERS = 8
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -136,6 +138,8 @@ def journeys_tick() -> str:
             commit=db.session.commit,
         )
     )
+    if result.messages:
+        queue.enqueue(deliver_more)  # now, rather than at the next minute
     return (
         f"{result.enrolled} enrolled, {result.advanced} advanced, {result.steps} steps, "
         f"{result.messages} messages; {helpers} helper jobs"
@@ -158,23 +162,44 @@ def journeys_advance() -> str:
 
 @job
 def deliver_messages() -> str:
-    """Deliver the due messages of the outbox (every minute), a batch per transaction:
-    the database is the truth, so a message Redis lost is simply due at the next run."""
+    """The outbox's reconciler and first deliverer (every minute): settle claims that ran
+    out, share a backlog with helper jobs, and deliver. The database is the truth: a job
+    Redis lost (a restart, a FLUSHALL) only means the messages are due at this run."""
+    reclaimed = delivery.reclaim(db.session, now=clock.now())
+    db.session.commit()
+    backlog = delivery.due_count(db.session, clock.now()) // delivery.BATCH
+    helpers = min(DELIVERY_HELPERS, backlog)
+    queue = Queue(queues.HIGH, connection=get_redis())
+    for _ in range(helpers):
+        queue.enqueue(deliver_more)
+    result = _deliver()
+    return (
+        f"{result.summary()}; reclaimed {reclaimed.requeued} unstarted, "
+        f"{reclaimed.retried} retried, {reclaimed.interrupted} interrupted; {helpers} helper jobs"
+    )
+
+
+@job
+def deliver_more() -> str:
+    """A helper of the delivery run (or of a journey tick that wrote messages)."""
+    return _deliver().summary()
+
+
+def _deliver() -> delivery.DeliveryResult:
+    """Claim, settle and send batch after batch until the backlog or the budget ends."""
     result = delivery.DeliveryResult()
     deadline = clock.now() + DELIVERY_BUDGET
     while clock.now() < deadline:
-        done = delivery.deliver_due(db.session, now=clock.now())
+        claimed = delivery.deliver_due(db.session, now=clock.now())
         db.session.commit()
-        result.claimed += done.claimed
-        result.delivered += done.delivered
-        result.deferred += done.deferred
-        result.suppressed.update(done.suppressed)
-        if done.claimed < delivery.BATCH:
+        result.add(claimed)
+        sent = delivery.send_claimed(
+            db.session, claimed, vault=vault.current(), clock=clock.now, commit=db.session.commit
+        )
+        result.add(sent)
+        if claimed.claimed < delivery.BATCH:
             break
-    return (
-        f"{result.claimed} claimed, {result.delivered} delivered, {result.deferred} deferred, "
-        f"{sum(result.suppressed.values())} suppressed"
-    )
+    return result
 
 
 @job

@@ -17,7 +17,7 @@ from app.api.auth import BEARER_DOC, api_actor, require_scope
 from app.api.blueprint import Blueprint
 from app.auth.models import Scope
 from app.extensions import db
-from journeys import control, delivery
+from journeys import control, policies
 from journeys.models import GlobalControl
 from members import points, programme, stages, tiers
 from members.errors import InvalidFields
@@ -530,11 +530,11 @@ class SendPoliciesView(MethodView):
     def get(self):
         """Quiet hours (member's own time zone), frequency caps, the pause switch, and
         what every SMS carries (signature, opt-out text)."""
-        return _current(delivery)
+        return _current(policies)
 
     @require_scope(Scope.WRITE)
     @blp.doc(**BEARER_DOC)
-    @blp.arguments(SendPoliciesIn, example=delivery.Policies().as_dict())
+    @blp.arguments(SendPoliciesIn, example=policies.Policies().as_dict())
     @blp.response(200, SendPoliciesOut)
     @blp.alt_response(409, response="CONFLICT")
     def put(self, body):
@@ -543,8 +543,8 @@ class SendPoliciesView(MethodView):
             k: v for k, v in body.items() if k not in ("version", "updated_at", "updated_by")
         }
         try:
-            policies = delivery.parse(document)
+            value = policies.parse(document)
         except InvalidFields as exc:
             _invalid(exc)
-        _save(delivery.SETTING.save, policies, body["version"])
-        return _current(delivery)
+        _save(policies.SETTING.save, value, body["version"])
+        return _current(policies)

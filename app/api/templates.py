@@ -18,7 +18,7 @@ from app.api.blueprint import Blueprint, page_of
 from app.api.members import member_or_404
 from app.auth.models import Scope
 from app.extensions import db
-from journeys import delivery, engine, render, templates
+from journeys import engine, policies, render, templates
 from journeys.definition import CHANNELS
 from journeys.models import MessageTemplate
 from members import audit
@@ -231,7 +231,7 @@ class Preview(MethodView):
                 variables=variables,
                 title=body["title"],
                 phone=phone,
-                style=delivery.SETTING.load(db.session)[0].sms_style,
+                style=policies.SETTING.load(db.session)[0].sms_style,
             )
         except templates.TemplateProblems as exc:
             _refuse(exc.problems, "body")

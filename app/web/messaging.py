@@ -15,7 +15,7 @@ from app import clock
 from app.extensions import db
 from app.web import bp
 from app.web.programme import EDITORS
-from journeys import delivery, render, templates
+from journeys import delivery, policies, render, templates
 from journeys.definition import CHANNELS
 from journeys.models import Journey, MessageStatus, MessageTemplate
 from members import audit
@@ -85,7 +85,7 @@ def edit_template(key: str | None = None):
                     values["body"],
                     channel=values["channel"],
                     title=values["title"] or None,
-                    style=delivery.SETTING.load(db.session)[0].sms_style,
+                    style=policies.SETTING.load(db.session)[0].sms_style,
                 )
             except render.RenderError as exc:
                 errors["body"] = str(exc)

@@ -125,6 +125,10 @@ class Provider:
         self.settings = dict(settings)
         self.secrets = dict(secrets)
 
+    def check(self) -> None:
+        """Raise ValueError naming what is wrong with the settings (a service account
+        JSON that is not one, a URL that is not a URL); called when an account is saved."""
+
     def send_one(self, message: Outgoing) -> Outcome:
         raise NotImplementedError
 

@@ -1,4 +1,5 @@
-"""messaging providers receipts webhooks
+"""Messaging: provider accounts, suppressions, receipts, inbound replies, webhook deliveries;
+template priorities and approved-template bindings; message leases
 
 Revision ID: 0005
 Revises: 0004
@@ -8,6 +9,7 @@ Create Date: 2026-11-24 01:09:53.102377
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy import Text
 
 # revision identifiers, used by Alembic.
 revision = '0005'
