@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, **config_overrides: object) -> 
     from app.auth.web import bp as auth_bp
     from app.cli import register_cli
     from app.health import bp as health_bp
+    from app.hooks import bp as hooks_bp
     from app.web import bp as web_bp
 
     register_api(api)
@@ -110,6 +111,8 @@ def create_app(settings: Settings | None = None, **config_overrides: object) -> 
 
     document(api.spec)
     csrf.exempt(health_bp)
+    csrf.exempt(hooks_bp)  # providers authenticate by the URL's token and their signature
+    app.register_blueprint(hooks_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(web_bp)

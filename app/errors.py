@@ -21,7 +21,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-JSON_PREFIXES = ("/api/", "/v1/")
+JSON_PREFIXES = ("/api/", "/v1/", "/hooks/")
 # Where webargs found the bad input: the first level of its error dict.
 LOCATIONS = frozenset({"json", "query", "form", "headers", "files", "view_args"})
 

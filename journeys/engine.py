@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from experiments import assignment
 from experiments.models import Experiment
-from journeys import audience, conditions, control, definition, graph, render
+from journeys import audience, conditions, control, definition, graph, render, templates
 from journeys.models import (
     Enrollment,
     EnrollmentState,
@@ -1154,14 +1154,12 @@ class _Batch:
             try:
                 body = render.render(template.body, variables)
                 title = render.render(template.title, variables) if template.title else None
-                if template.sms_params:
-                    # An approved template's variables, for providers that send those.
-                    params = {
-                        "template": {
-                            name: render.render(expression, variables)
-                            for name, expression in template.sms_params.items()
-                        }
-                    }
+                if template.sms_template_code and template.sms_approved_text:
+                    # Bound to a provider's approved template: its variables are what
+                    # the provider sends, and its approved text is what members read.
+                    values = templates.render_params(template.sms_params or {}, variables)
+                    params = {"template": values}
+                    body = templates.approved_text(template.sms_approved_text, values)
             except render.RenderError as exc:
                 error = f"template {template.key!r}: {exc}"
         self.messages.append(

@@ -176,13 +176,19 @@ def preview(
     title: str | None = None,
     style: SmsStyle = SmsStyle(),
     phone: str | None = "+8613800000000",
+    approved: tuple[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """The message as a member would get it; RenderError or LintError list if it fails."""
+    """The message as a member would get it; RenderError or LintError list if it fails.
+    ``approved``: the provider's approved text and its variables' expressions, which
+    then make the text."""
     problems = lint(body) + (lint(title) if title else [])
     if problems:
         raise TemplateProblems(problems)
     values = dict(variables or SAMPLE)
-    text = render.render(body, values)
+    if approved is not None and channel == "sms":
+        text = approved_text(approved[0], render_params(approved[1], values))
+    else:
+        text = render.render(body, values)
     shown_title = render.render(title, values) if title else None
     if channel == "sms":
         text = compose_sms(text, style, phone=phone)
@@ -215,6 +221,52 @@ def problems(channel: str, body: str, title: str | None) -> dict[str, str]:
         if title_problems:
             found["title"] = "; ".join(map(str, title_problems))
     return found
+
+
+APPROVED_CODE = re.compile(r"^SMS_\d{3,20}$")
+APPROVED_VARIABLE = re.compile(r"\$\{(\w{1,32})\}")
+
+
+def binding_problems(
+    code: str | None, text: str | None, params: Mapping[str, Any] | None
+) -> dict[str, str]:
+    """What is wrong with an SMS template's binding to a provider's approved template
+    (Alibaba: a TemplateCode, the approved text with ${variables}, and a template
+    expression for each variable). No binding at all is fine."""
+    if not (code or text or params):
+        return {}
+    found: dict[str, str] = {}
+    if not code or not APPROVED_CODE.match(code):
+        found["sms_template_code"] = "the approved template's code, like SMS_154950909"
+    if not text or not text.strip():
+        found["sms_approved_text"] = "the approved text as the provider shows it, with ${variables}"
+    if params is not None and not isinstance(params, Mapping):
+        found["sms_params"] = "an object: each ${variable} of the approved text and its value"
+        return found
+    wanted = set(APPROVED_VARIABLE.findall(text or ""))
+    given = dict(params or {})
+    missing, extra = sorted(wanted - set(given)), sorted(set(given) - wanted)
+    if missing:
+        found["sms_params"] = "no value for " + ", ".join("${" + m + "}" for m in missing)
+    elif extra:
+        found["sms_params"] = "the approved text has no " + ", ".join("${" + e + "}" for e in extra)
+    for name, expression in given.items():
+        if not isinstance(expression, str):
+            found[f"sms_params.{name}"] = "a template expression as text"
+            continue
+        problems_of = lint(expression)
+        if problems_of:
+            found[f"sms_params.{name}"] = "; ".join(map(str, problems_of))
+    return found
+
+
+def approved_text(text: str, values: Mapping[str, Any]) -> str:
+    """The approved text with each ${variable} replaced, as the provider will send it."""
+    return APPROVED_VARIABLE.sub(lambda match: str(values.get(match.group(1), "")), text)
+
+
+def render_params(params: Mapping[str, str], variables: Mapping[str, Any]) -> dict[str, str]:
+    return {name: render.render(expression, variables) for name, expression in params.items()}
 
 
 def placeholders(text: str) -> Iterator[str]:

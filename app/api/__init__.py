@@ -17,6 +17,7 @@ def register_api(api: Api) -> None:
     from app.api.loyalty import blp as loyalty_blp
     from app.api.members import blp as members_blp
     from app.api.messages import blp as messages_blp
+    from app.api.providers import blp as providers_blp
     from app.api.settings import blp as settings_blp
     from app.api.templates import blp as templates_blp
     from app.api.track_mappings import blp as track_mappings_blp
@@ -31,6 +32,7 @@ def register_api(api: Api) -> None:
         journeys_blp,
         templates_blp,
         messages_blp,
+        providers_blp,
         keys_blp,
     )
     for blp in blueprints:

@@ -12,16 +12,18 @@ from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app import clock
+from app import clock, vault
 from app.api.auth import BEARER_DOC, api_actor, require_scope
 from app.api.blueprint import Blueprint, page_of
 from app.api.members import member_or_404
 from app.auth.models import Scope
 from app.extensions import db
-from journeys import engine, policies, render, templates
+from journeys import engine, policies, render, templates, trial
 from journeys.definition import CHANNELS
 from journeys.models import MessageTemplate
 from members import audit
+from members.errors import InvalidField, InvalidFields
+from members.fields import normalise_phone
 from members.lifecycle import MemberFeatures
 
 blp = Blueprint(
@@ -59,6 +61,39 @@ class TemplateIn(Schema):
         load_default=False,
         metadata={"description": "Service messages (statements, notices): no marketing rules"},
     )
+    priority = fields.Int(
+        load_default=0,
+        validate=validate.Range(min=0, max=2),
+        metadata={
+            "description": "Under a tight frequency cap the higher goes first: "
+            "0 promotion, 1 reminder (points expiring), 2 care (VIP care)"
+        },
+    )
+    sms_template_code = fields.Str(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=64),
+        metadata={
+            "description": "Alibaba SMS: the approved template's code",
+            "example": "SMS_154950909",
+        },
+    )
+    sms_approved_text = fields.Str(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=500),
+        metadata={"description": "The approved text with ${variables}, as Alibaba shows it"},
+    )
+    sms_params = fields.Dict(
+        keys=fields.Str(validate=validate.Length(min=1, max=32)),
+        values=fields.Str(validate=validate.Length(max=500)),
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "Each ${variable} of the approved text and its template expression",
+            "example": {"name": "{{ member.name }}", "amount": "{{ coupon.value }}"},
+        },
+    )
 
 
 class TemplateCreate(TemplateIn):
@@ -76,6 +111,10 @@ class TemplateOut(Schema):
     title = fields.Str(allow_none=True)
     deep_link = fields.Str(allow_none=True)
     transactional = fields.Bool()
+    priority = fields.Int()
+    sms_template_code = fields.Str(allow_none=True)
+    sms_approved_text = fields.Str(allow_none=True)
+    sms_params = fields.Dict(allow_none=True)
     length = fields.Dict(metadata={"description": "The sample SMS: characters, encoding, segments"})
     updated_at = fields.DateTime()
     updated_by = fields.Str(allow_none=True)
@@ -93,6 +132,15 @@ class PreviewIn(Schema):
         allow_none=True,
         metadata={"description": "A member's external id; a sample member when absent"},
     )
+    sms_approved_text = fields.Str(
+        load_default=None, allow_none=True, validate=validate.Length(max=500)
+    )
+    sms_params = fields.Dict(
+        keys=fields.Str(validate=validate.Length(min=1, max=32)),
+        values=fields.Str(validate=validate.Length(max=500)),
+        load_default=None,
+        allow_none=True,
+    )
 
 
 class PreviewOut(Schema):
@@ -109,6 +157,13 @@ def _refuse(problems: list[templates.LintError], field: str) -> None:
 
 def _checked(body: dict[str, Any]) -> None:
     found = templates.problems(body["channel"], body["body"], body.get("title"))
+    found.update(
+        templates.binding_problems(
+            body.get("sms_template_code"), body.get("sms_approved_text"), body.get("sms_params")
+        )
+    )
+    if body.get("sms_template_code") and body["channel"] != "sms":
+        found["sms_template_code"] = "only SMS templates are bound to approved templates"
     if found:
         abort(422, errors={"json": {field: [message] for field, message in found.items()}})
 
@@ -123,6 +178,10 @@ def _out(template: MessageTemplate) -> dict[str, Any]:
         "title": template.title,
         "deep_link": template.deep_link,
         "transactional": template.transactional,
+        "priority": template.priority,
+        "sms_template_code": template.sms_template_code,
+        "sms_approved_text": template.sms_approved_text,
+        "sms_params": template.sms_params,
         "length": {k: sample[k] for k in ("characters", "encoding", "segments")},
         "updated_at": template.updated_at,
         "updated_by": template.updated_by,
@@ -224,6 +283,14 @@ class Preview(MethodView):
             features = db.session.get(MemberFeatures, member.id)
             variables["member"] = engine.member_variables(db.session, member, features, clock.now())
             phone = member.phone
+        approved = None
+        if body["sms_approved_text"]:
+            found = templates.binding_problems(
+                "SMS_000", body["sms_approved_text"], body["sms_params"] or {}
+            )
+            if found:
+                abort(422, errors={"json": {k: [v] for k, v in found.items()}})
+            approved = (body["sms_approved_text"], body["sms_params"] or {})
         try:
             return templates.preview(
                 body["body"],
@@ -232,8 +299,101 @@ class Preview(MethodView):
                 title=body["title"],
                 phone=phone,
                 style=policies.SETTING.load(db.session)[0].sms_style,
+                approved=approved,
             )
         except templates.TemplateProblems as exc:
             _refuse(exc.problems, "body")
         except render.RenderError as exc:
             abort(422, errors={"json": {"body": [str(exc)]}})
+
+
+class TestSendIn(Schema):
+    class Meta:
+        unknown = RAISE
+
+    phone = fields.Str(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=32),
+        metadata={"description": "For an SMS template", "example": "+8613800138000"},
+    )
+    push_token = fields.Str(load_default=None, allow_none=True, validate=validate.Length(max=512))
+    member = fields.Str(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "Whose variables to use; a sample member when absent"},
+    )
+
+
+class TestSendOut(Schema):
+    provider = fields.Str(metadata={"example": "console"})
+    result = fields.Str(metadata={"description": "sent, delivered, retry or failed"})
+    provider_message_id = fields.Str(allow_none=True)
+    error = fields.Str(allow_none=True)
+    text = fields.Str()
+
+
+@blp.route("/<key>/test-send")
+class TestSend(MethodView):
+    @require_scope(Scope.WRITE)
+    @blp.doc(**BEARER_DOC)
+    @blp.arguments(TestSendIn, example={"phone": "+8613800138000"})
+    @blp.response(200, TestSendOut)
+    def post(self, body, key: str):
+        """Send the template to a phone (or push token) now, through the provider that
+        would carry it, and answer what the provider said. Nothing goes to the outbox."""
+        template = _template_or_404(key)
+        return send_test(template, body, actor=api_actor())
+
+
+def send_test(template: MessageTemplate, body: dict[str, Any], *, actor: str) -> dict[str, Any]:
+    """A test send of ``template`` (the API and the editor page); 422 naming the field."""
+    if template.channel == "sms":
+        if not body.get("phone"):
+            abort(422, errors={"json": {"phone": ["the phone number to send the test to"]}})
+        try:
+            to = normalise_phone(body["phone"])
+        except InvalidField as exc:
+            abort(422, errors={"json": {"phone": [exc.message]}})
+    else:
+        to = (body.get("push_token") or "").strip()
+        if not to:
+            abort(422, errors={"json": {"push_token": ["the device's push token"]}})
+    variables = dict(templates.SAMPLE)
+    if body.get("member"):
+        member = member_or_404(body["member"])
+        features = db.session.get(MemberFeatures, member.id)
+        variables["member"] = engine.member_variables(db.session, member, features, clock.now())
+    approved = None
+    if template.sms_template_code and template.sms_approved_text:
+        approved = (template.sms_approved_text, template.sms_params or {})
+    try:
+        shown = templates.preview(
+            template.body,
+            channel=template.channel,
+            variables=variables,
+            title=template.title,
+            phone=to if template.channel == "sms" else None,
+            style=policies.SETTING.load(db.session)[0].sms_style,
+            approved=approved,
+        )
+        params = templates.render_params(template.sms_params or {}, variables)
+    except (templates.TemplateProblems, render.RenderError) as exc:
+        abort(422, errors={"json": {"body": [str(exc)]}})
+    try:
+        answer = trial.send(
+            db.session,
+            vault.current(),
+            channel=template.channel,
+            to=to,
+            text=shown["text"],
+            title=shown["title"],
+            template_code=template.sms_template_code,
+            params=params,
+            actor=actor,
+            now=clock.now(),
+        )
+    except InvalidFields as exc:
+        abort(422, errors={"json": {k: [v] for k, v in exc.errors.items()}})
+    db.session.commit()
+    return answer

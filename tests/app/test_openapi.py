@@ -45,6 +45,7 @@ def test_every_request_example_works_when_pasted(client, session):
         assert "example" in media, f"{method.upper()} {path} has no example"
         url = path.replace("{external_id}", "u-1").replace("{event_name}", "Order Completed")
         url = url.replace("{key}", "winback_50")  # the template the example creates
+        url = url.replace("{name}", "aliyun")  # the provider account the example adds
 
         response = client.open(url, method=method.upper(), json=media["example"], headers=headers)
         assert response.status_code < 300, (path, response.get_json())

@@ -1,0 +1,83 @@
+"""A test send: a template's text to a phone (or push token) the marketer enters, through
+the provider that would carry it, there and then, with the provider's answer shown. It
+writes no message to the outbox (the phone may be nobody's) but is in the audit log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import types
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from journeys import accounts
+from journeys.providers.base import Outcome, Outgoing, Result
+from journeys.vault import SecretUnreadable, Vault
+from members import audit
+from members.errors import InvalidFields
+from members.fields import mask_phone
+
+
+def send(
+    session: Session,
+    vault: Vault,
+    *,
+    channel: str,
+    to: str,
+    text: str,
+    title: str | None = None,
+    template_code: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    actor: str,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """Send one test message; InvalidFields when nothing could carry it."""
+    field = "phone" if channel == "sms" else "push_token"
+    recipient = types.SimpleNamespace(
+        phone=to if channel == "sms" else None, timezone="Asia/Shanghai"
+    )
+    route = accounts.Router(session).route(channel, recipient)
+    if route.error:
+        raise InvalidFields({field: route.error})
+    if route.account is None:
+        outcome = Outcome(Result.DELIVERED, provider_message_id=f"console-{uuid.uuid4().hex[:16]}")
+    else:
+        try:
+            provider = accounts.build(route.account, vault)
+        except SecretUnreadable as exc:
+            raise InvalidFields({"provider": str(exc)}) from None
+        outcome = provider.send_one(
+            Outgoing(
+                message_id=0,
+                dedup_key=f"test-{uuid.uuid4().hex}",
+                channel=channel,
+                to=to,
+                body=text,
+                title=title,
+                template_code=template_code,
+                params=params,
+                data={"test": "true"},
+            )
+        )
+    answer = {
+        "provider": route.name,
+        "result": outcome.result.value,
+        "provider_message_id": outcome.provider_message_id,
+        "error": outcome.error,
+        "text": text,
+    }
+    audit.record(
+        session,
+        actor=actor,
+        action="message.test_send",
+        target_type="provider_account",
+        target_id=route.name,
+        details={
+            "to": mask_phone(to) if channel == "sms" else "(push token)",
+            **{k: answer[k] for k in ("result", "provider_message_id", "error")},
+        },
+        now=now,
+    )
+    return answer
