@@ -12,6 +12,7 @@ from app.web import (  # noqa: E402, F401  (routes register on bp)
     journeys,
     messaging,
     points,
+    sending,
     settings,
     stages,
     tiers,

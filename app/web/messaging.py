@@ -10,6 +10,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from sqlalchemy import select
+from werkzeug.exceptions import UnprocessableEntity
 
 from app import clock
 from app.extensions import db
@@ -26,9 +27,21 @@ REASONS = {
     "no_consent:sms": "no consent to marketing SMS",
     "no_consent:push": "no consent to marketing push",
     "refused_personalised_marketing": "refused automated personalised marketing (PIPL art. 24)",
+    "no_cross_border_consent": "no consent to send the number or token abroad (PIPL art. 39)",
+    "suppression_list": "the address is on the suppression list",
+    "no_address:sms": "the member has no phone number",
+    "no_address:push": "the member has no push token",
     "paused": "sending is paused",
     "quiet_hours": "quiet hours in the member's time zone",
-    "frequency_cap": "the member's frequency cap",
+    "frequency_cap:daily": "the member's daily frequency cap (a higher priority message "
+    "may have gone first)",
+    "frequency_cap:weekly": "the member's weekly frequency cap",
+    "retry": "the provider failed for now; tried again at the time shown",
+    "retries_exhausted": "the provider kept failing; gave up",
+    "provider_error": "the provider refused it",
+    "no_provider": "no provider account serves this member",
+    "interrupted": "the worker stopped during the provider call; not sent again",
+    "undelivered": "the provider reported it undelivered",
 }
 
 
@@ -63,9 +76,13 @@ def edit_template(key: str | None = None):
         "body": found.body if found else "",
         "deep_link": (found.deep_link or "") if found else "",
         "transactional": found.transactional if found else False,
+        "priority": found.priority if found else 0,
+        "sms_template_code": (found.sms_template_code or "") if found else "",
+        "sms_approved_text": (found.sms_approved_text or "") if found else "",
+        "sms_params": _params_text(found.sms_params if found else None),
     }
     errors: dict[str, str] = {}
-    shown = None
+    shown = test_result = None
     if request.method == "POST":
         if current_user.role not in EDITORS:
             abort(403)
@@ -75,6 +92,10 @@ def edit_template(key: str | None = None):
             body=form.get("body") or "",
             deep_link=(form.get("deep_link") or "").strip(),
             transactional=form.get("transactional") == "on",
+            priority=_priority(form.get("priority", "0")),
+            sms_template_code=(form.get("sms_template_code") or "").strip(),
+            sms_approved_text=(form.get("sms_approved_text") or "").strip(),
+            sms_params=form.get("sms_params") or "",
         )
         if found is None:
             values["key"] = (form.get("key") or "").strip()
@@ -86,6 +107,7 @@ def edit_template(key: str | None = None):
                     channel=values["channel"],
                     title=values["title"] or None,
                     style=policies.SETTING.load(db.session)[0].sms_style,
+                    approved=_approved(values),
                 )
             except render.RenderError as exc:
                 errors["body"] = str(exc)
@@ -93,6 +115,11 @@ def edit_template(key: str | None = None):
             saved = _store(found, values)
             flash(_("Template %(key)s saved.", key=saved.key), "success")
             return redirect(url_for("web.message_templates"))
+        if not errors and form.get("action") == "test" and found is not None:
+            if values != _stored_values(found):
+                errors["test_phone"] = _("save the template first: the test sends what is saved")
+            else:
+                test_result = _test_send(found, form.get("test_phone") or "", errors)
     elif values["body"]:
         shown = _sample(values)
     return (
@@ -103,6 +130,8 @@ def edit_template(key: str | None = None):
             shown=shown,
             creating=found is None,
             channels=CHANNELS,
+            priorities=policies.PRIORITIES,
+            test_result=test_result,
             variables=templates.VARIABLES,
             can_edit=current_user.role in EDITORS,
         ),
@@ -110,10 +139,68 @@ def edit_template(key: str | None = None):
     )
 
 
+def _params_text(params: dict[str, str] | None) -> str:
+    """An approved template's variables as the form shows them: one "name = value" a line."""
+    return "\n".join(f"{name} = {value}" for name, value in (params or {}).items())
+
+
+def _params(text: str) -> dict[str, str] | None:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    parsed = {}
+    for line in lines:
+        name, sep, value = line.partition("=")
+        parsed[name.strip()] = value.strip() if sep else ""
+    return parsed
+
+
+def _priority(raw: str | None) -> int:
+    return int(raw) if raw in {str(p) for p in policies.PRIORITIES} else -1
+
+
+def _approved(values: dict[str, Any]) -> tuple[str, dict[str, str]] | None:
+    if values["channel"] != "sms" or not values["sms_approved_text"]:
+        return None
+    return values["sms_approved_text"], _params(values["sms_params"]) or {}
+
+
+def _stored_values(found: MessageTemplate) -> dict[str, Any]:
+    return {
+        "key": found.key,
+        "name": found.name,
+        "channel": found.channel,
+        "title": found.title or "",
+        "body": found.body,
+        "deep_link": found.deep_link or "",
+        "transactional": found.transactional,
+        "priority": found.priority,
+        "sms_template_code": found.sms_template_code or "",
+        "sms_approved_text": found.sms_approved_text or "",
+        "sms_params": _params_text(found.sms_params),
+    }
+
+
+def _test_send(found: MessageTemplate, phone: str, errors: dict[str, str]) -> dict | None:
+    """Send the saved template to the phone (or push token) the marketer entered."""
+    from app.api.templates import send_test  # one test send for the API and this page
+
+    field = "phone" if found.channel == "sms" else "push_token"
+    try:
+        return send_test(found, {field: phone.strip()}, actor=f"user:{current_user.email}")
+    except UnprocessableEntity as exc:
+        found_errors = getattr(exc, "data", {}).get("errors", {}).get("json", {})
+        errors["test_phone"] = "; ".join(m for v in found_errors.values() for m in v) or str(exc)
+        return None
+
+
 def _sample(values: dict[str, Any]) -> dict[str, Any] | None:
     try:
         return templates.preview(
-            values["body"], channel=values["channel"], title=values["title"] or None
+            values["body"],
+            channel=values["channel"],
+            title=values["title"] or None,
+            approved=_approved(values),
         )
     except (templates.TemplateProblems, render.RenderError):
         return None
@@ -132,7 +219,20 @@ def _check(values: dict[str, Any], *, creating: bool) -> dict[str, str]:
     if values["channel"] not in CHANNELS:
         errors["channel"] = _("choose SMS or app push")
     errors.update(templates.problems(values["channel"], values["body"], values["title"]))
-    return errors
+    if values["priority"] not in policies.PRIORITIES:
+        errors["priority"] = _("choose a priority")
+    params = _params(values["sms_params"])
+    if params is not None and "" in params:
+        errors["sms_params"] = _("write each variable as name = value, one a line")
+    else:
+        errors.update(
+            templates.binding_problems(
+                values["sms_template_code"], values["sms_approved_text"], params
+            )
+        )
+    if values["sms_template_code"] and values["channel"] != "sms":
+        errors["sms_template_code"] = _("only SMS templates are bound to approved templates")
+    return {key.split(".")[0]: message for key, message in errors.items()}
 
 
 def _store(found: MessageTemplate | None, values: dict[str, Any]) -> MessageTemplate:
@@ -146,6 +246,10 @@ def _store(found: MessageTemplate | None, values: dict[str, Any]) -> MessageTemp
     template.title = values["title"] or None
     template.deep_link = values["deep_link"] or None
     template.transactional = values["transactional"]
+    template.priority = values["priority"]
+    template.sms_template_code = values["sms_template_code"] or None
+    template.sms_approved_text = values["sms_approved_text"] or None
+    template.sms_params = _params(values["sms_params"])
     template.updated_by, template.updated_at = actor, clock.now()
     if found is None:
         db.session.add(template)

@@ -1,0 +1,255 @@
+"""Sending settings: the send policies (quiet hours, caps, the pause switch, what every
+SMS carries), the provider accounts (admins; secrets never shown back) and the
+suppression list. Everyone signed in reads; the forms say who may change what."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app import clock, vault
+from app.auth.models import Role
+from app.auth.web import role_required
+from app.extensions import db
+from app.web import bp, programme
+from journeys import accounts, policies, providers
+from journeys.channel_models import ProviderAccount, Suppression
+from members import audit
+from members.errors import InvalidField, InvalidFields
+from members.fields import mask_phone, normalise_phone
+
+NUMBERS = ("daily_cap", "weekly_cap", "cap_patience_days")
+TEXTS = ("quiet_start", "quiet_end", "signature", "opt_out_cn", "opt_out_other")
+
+
+def _actor() -> str:
+    return f"user:{current_user.email}"
+
+
+@bp.route("/settings/sending", methods=["GET", "POST"])
+@login_required
+def sending():
+    current, version = policies.SETTING.load(db.session)
+    values: dict[str, Any] = current.as_dict()
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        if not programme.can_edit():
+            abort(403)
+        form = request.form
+        values = {name: (form.get(name) or "").strip() for name in TEXTS}
+        for name in NUMBERS:
+            raw = (form.get(name) or "").strip()
+            values[name] = int(raw) if raw.isdigit() else raw
+        values["paused"] = form.get("paused") == "on"
+        try:
+            chosen = policies.parse(values)
+        except InvalidFields as exc:
+            errors = exc.errors
+        else:
+            programme.save(policies.SETTING, chosen, rerun=False)
+            return redirect(url_for("web.sending"))
+    return (
+        render_template(
+            "sending.html",
+            values=values,
+            errors=errors,
+            version=version,
+            can_edit=programme.can_edit(),
+        ),
+        400 if errors else 200,
+    )
+
+
+@bp.get("/settings/providers")
+@login_required
+def provider_accounts():
+    return _render_providers()
+
+
+def _render_providers(suppression_errors: dict[str, str] | None = None, status: int = 200):
+    rows = db.session.scalars(select(ProviderAccount).order_by(ProviderAccount.name)).all()
+    listed = db.session.scalars(select(Suppression).order_by(Suppression.id.desc()).limit(200))
+    kinds = [(name, providers.kind(name)) for name in providers.ACCOUNT_KINDS]
+    return (
+        render_template(
+            "providers.html",
+            accounts=[accounts.describe(row) for row in rows],
+            kinds=kinds,
+            suppressions=[
+                (row, mask_phone(row.address) if row.channel == "sms" else row.address[:12] + "…")
+                for row in listed
+            ],
+            suppression_errors=suppression_errors or {},
+            form=request.form if suppression_errors else {},
+            is_admin=current_user.role == Role.ADMIN,
+            can_edit=programme.can_edit(),
+            root=request.url_root.rstrip("/"),
+        ),
+        status,
+    )
+
+
+@bp.route("/settings/providers/new", methods=["GET", "POST"])
+@bp.route("/settings/providers/<string(maxlength=64):name>", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def edit_provider(name: str | None = None):
+    account = None
+    if name is not None:
+        account = db.session.scalar(select(ProviderAccount).where(ProviderAccount.name == name))
+        if account is None:
+            abort(404)
+    kind = account.kind if account else request.values.get("kind", "")
+    if kind not in providers.ACCOUNT_KINDS:
+        abort(404)
+    cls = providers.kind(kind)
+    values: dict[str, Any] = {
+        "name": account.name if account else "",
+        "scope": account.scope if account else "all",
+        "active": account.active if account else True,
+        "settings": dict(account.settings) if account else {},
+    }
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        form = request.form
+        if form.get("action") == "delete" and account is not None:
+            return _delete_provider(account)
+        values = {
+            "name": (form.get("name") or "").strip() if account is None else account.name,
+            "kind": kind,
+            "scope": form.get("scope", "all"),
+            "active": form.get("active") == "on",
+            "settings": {f.name: form.get(f"setting_{f.name}", "") for f in cls.fields},
+        }
+        try:
+            saved = accounts.save(
+                db.session,
+                vault.current(),
+                values,
+                actor=_actor(),
+                now=clock.now(),
+                account=account,
+            )
+        except InvalidFields as exc:
+            db.session.rollback()
+            errors = exc.errors
+        else:
+            db.session.commit()
+            flash(_("Provider account %(name)s saved.", name=saved.name), "success")
+            return redirect(url_for("web.provider_accounts"))
+        # Secrets typed in are not echoed back into the page.
+        values["settings"] = {
+            f.name: values["settings"].get(f.name, "") for f in cls.fields if not f.secret
+        }
+    return (
+        render_template(
+            "provider_edit.html",
+            account=account,
+            cls=cls,
+            kind=kind,
+            values=values,
+            errors=errors,
+            scopes=accounts.SCOPES,
+            stored=accounts.describe(account) if account else None,
+            root=request.url_root.rstrip("/"),
+        ),
+        400 if errors else 200,
+    )
+
+
+def _delete_provider(account: ProviderAccount):
+    audit.record(
+        db.session,
+        actor=_actor(),
+        action="provider_account.delete",
+        target_type="provider_account",
+        target_id=account.name,
+        details={"kind": account.kind},
+        now=clock.now(),
+    )
+    db.session.delete(account)
+    db.session.commit()
+    flash(_("Provider account %(name)s removed.", name=account.name), "success")
+    return redirect(url_for("web.provider_accounts"))
+
+
+@bp.post("/settings/suppressions")
+@login_required
+def add_suppression():
+    if not programme.can_edit():
+        abort(403)
+    form = request.form
+    channel = form.get("channel", "sms")
+    address = (form.get("address") or "").strip()
+    reason = (form.get("reason") or "").strip()
+    errors: dict[str, str] = {}
+    if channel not in ("sms", "push"):
+        errors["channel"] = _("choose SMS or app push")
+    if channel == "sms":
+        try:
+            address = normalise_phone(address)
+        except InvalidField as exc:
+            errors["address"] = exc.message
+    elif not address or len(address) > 512:
+        errors["address"] = _("the device's push token")
+    if not reason or len(reason) > 200:
+        errors["reason"] = _("say why, in at most 200 characters")
+    if errors:
+        return _render_providers(errors, status=400)
+    db.session.add(
+        Suppression(
+            channel=channel,
+            address=address,
+            reason=reason,
+            source="page",
+            created_at=clock.now(),
+            created_by=_actor(),
+        )
+    )
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        return _render_providers({"address": _("this address is on the list already")}, 409)
+    audit.record(
+        db.session,
+        actor=_actor(),
+        action="suppression.add",
+        target_type="suppression",
+        target_id=channel,
+        details={
+            "address": mask_phone(address) if channel == "sms" else "(token)",
+            "reason": reason,
+        },
+        now=clock.now(),
+    )
+    db.session.commit()
+    flash(_("Added to the suppression list."), "success")
+    return redirect(url_for("web.provider_accounts"))
+
+
+@bp.post("/settings/suppressions/<id:suppression_id>/delete")
+@login_required
+def remove_suppression(suppression_id: int):
+    if not programme.can_edit():
+        abort(403)
+    row = db.session.get(Suppression, suppression_id)
+    if row is None:
+        abort(404)
+    audit.record(
+        db.session,
+        actor=_actor(),
+        action="suppression.remove",
+        target_type="suppression",
+        target_id=row.channel,
+        details={"address": mask_phone(row.address) if row.channel == "sms" else "(token)"},
+        now=clock.now(),
+    )
+    db.session.delete(row)
+    db.session.commit()
+    flash(_("Removed from the suppression list."), "success")
+    return redirect(url_for("web.provider_accounts"))
