@@ -69,6 +69,8 @@ def create_app(settings: Settings | None = None, **config_overrides: object) -> 
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, _RequestIdFilter) for f in handler.filters):
             handler.addFilter(_RequestIdFilter())
+        if not any(isinstance(f, PhoneMaskFilter) for f in handler.filters):
+            handler.addFilter(PhoneMaskFilter())
 
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
@@ -201,6 +203,34 @@ class AnythingConverter(PathConverter):
 
     regex = ".+"
     part_isolating = False
+
+
+# A phone number as it may appear in a log line: E.164, or a bare mainland mobile.
+_PHONE = re.compile(r"(?<![\w*+])(\+\d{8,15}|1[3-9]\d{9})(?![\w*])")
+
+
+def mask_phones(text: str) -> str:
+    """+8613800138000 -> +86138****8000 (13800138000 -> 138****8000) wherever a phone
+    number appears."""
+
+    def mask(match: re.Match) -> str:
+        number = match.group(1)
+        keep = 6 if number.startswith("+") else 3
+        return number[:keep] + "*" * (len(number) - keep - 4) + number[-4:]
+
+    return _PHONE.sub(mask, text)
+
+
+class PhoneMaskFilter(logging.Filter):
+    """Masks phone numbers in every log line, whatever wrote it (an SDK, a library's
+    debug output, a careless message): the line is formatted, then masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_phones(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
 
 
 class _RequestIdFilter(logging.Filter):
