@@ -32,6 +32,7 @@ class Template:
     body: str
     channel: str = "sms"
     title: str | None = None
+    priority: int = 0  # VIP care goes before a promotion under a tight cap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,6 +273,7 @@ VIP_CARE = ReadyMade(
         Template(
             "vip_birthday",
             "{{ member.name }}，生日快乐！您的生日礼已备好，本月新品为您开放优先购。",
+            priority=2,
         ),
     ),
 )
@@ -324,6 +326,7 @@ def install_templates(session: Session, ready: ReadyMade, *, actor: str) -> None
                     channel=template.channel,
                     title=template.title,
                     body=template.body,
+                    priority=template.priority,
                     updated_by=actor,
                 )
             )

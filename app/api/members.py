@@ -19,6 +19,7 @@ from app.api.blueprint import Blueprint
 from app.auth.models import Scope
 from app.errors import field_errors
 from app.extensions import db
+from journeys.models import Message
 from members import csv_import, profiles
 from members.errors import InvalidField, NotFound
 from members.event import Event
@@ -128,8 +129,26 @@ class MemberSchema(Schema):
     updated_at = fields.DateTime()
 
 
+class MessageBriefSchema(Schema):
+    id = fields.Int()
+    channel = fields.Str()
+    template_key = fields.Str(allow_none=True, data_key="template")
+    priority = fields.Int()
+    status = fields.Str(metadata={"example": "deferred"})
+    reason = fields.Str(
+        allow_none=True,
+        metadata={"description": "Why a policy held it back", "example": "frequency_cap:daily"},
+    )
+    send_after = fields.DateTime()
+    created_at = fields.DateTime()
+
+
 class MemberDetailSchema(MemberSchema):
     last_events = fields.List(fields.Nested(EventBriefSchema))
+    last_messages = fields.List(
+        fields.Nested(MessageBriefSchema),
+        metadata={"description": "The last 10 messages, with why one was held back"},
+    )
 
 
 class UpsertResultSchema(Schema):
@@ -316,12 +335,19 @@ class MemberById(MethodView):
     @blp.doc(**BEARER_DOC)
     @blp.response(200, MemberDetailSchema)
     def get(self, external_id: str):
-        """One member: profile, stage, tier, points, consent and the last 10 events."""
+        """One member: profile, stage, tier, points, consent, the last 10 events and the
+        last 10 messages (with why one was deferred or suppressed)."""
         member = member_or_404(external_id)
         member.last_events = db.session.scalars(
             select(Event)
             .where(Event.member_id == member.id)
             .order_by(Event.occurred_at.desc())
+            .limit(10)
+        ).all()
+        member.last_messages = db.session.scalars(
+            select(Message)
+            .where(Message.member_id == member.id)
+            .order_by(Message.id.desc())
             .limit(10)
         ).all()
         return member

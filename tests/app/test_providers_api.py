@@ -178,3 +178,26 @@ def test_a_stop_reply_withdraws_sms_consent(client, session):
     log = session.scalar(select(ConsentRecord).where(ConsentRecord.member_id == member.id))
     assert (log.source, log.granted) == ("sms_reply", False)
     assert session.scalar(select(InboundMessage.action)) == "opt_out"
+
+
+def test_the_member_shows_which_message_was_held_back_and_why(client, session):
+    member = Member(external_id="held-1", phone="+8613700137000", consent_sms=True)
+    session.add(member)
+    session.flush()
+    session.add(
+        Message(
+            member_id=member.id,
+            channel="sms",
+            provider="outbox",
+            dedup_key="held:1",
+            body="促销",
+            status=MessageStatus.DEFERRED,
+            reason="frequency_cap:daily",
+            send_after=member.created_at,
+        )
+    )
+    session.commit()
+    headers = bearer(api_key(session, "read", name="reader")[1])
+    shown = client.get("/api/v1/members/held-1", headers=headers).json
+    [message] = shown["last_messages"]
+    assert (message["status"], message["reason"]) == ("deferred", "frequency_cap:daily")
