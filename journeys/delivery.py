@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
-from journeys import accounts, providers
+from journeys import accounts, providers, webhooks_out
 from journeys.channel_models import ProviderAccount, Suppression
 from journeys.models import Enrollment, Journey, Message, MessageStatus, MessageTemplate
 from journeys.policies import SETTING, Usage, evaluate
@@ -138,6 +138,10 @@ def deliver_due(session: Session, *, now: dt.datetime, limit: int = BATCH) -> De
         member = members.get(message.member_id)
         _settle(message, member, policies, router, usage, blocked, now, result)
     session.flush()
+    sending = set(result.to_send)
+    # A pause re-defers every minute: that is not news worth a webhook each time.
+    news = [m.id for m in messages if m.id not in sending and m.reason != "paused"]
+    webhooks_out.message_statuses(session, news, now)
     return result
 
 
@@ -282,6 +286,7 @@ def send_claimed(
             provider = accounts.build(account, vault)
         except SecretUnreadable as exc:
             _finish(session, [r.id for r in group], Outcome(Result.FAILED, error=str(exc)), clock())
+            webhooks_out.message_statuses(session, [r.id for r in group], clock())
             commit()
             result.failed += len(group)
             continue
@@ -314,6 +319,7 @@ def send_claimed(
             finished = clock()
             for row, out, outcome in zip(chunk, outgoing, outcomes, strict=True):
                 _record(session, row, out, outcome, finished, result)
+            webhooks_out.message_statuses(session, [row.id for row in chunk], finished)
             commit()
     return result
 
@@ -458,6 +464,8 @@ def reclaim(session: Session, *, now: dt.datetime) -> Reclaimed:
             .values(**values)
             .execution_options(synchronize_session=False)
         )
+    settled = [row.id for row in rows if row.started_at is not None]
+    webhooks_out.message_statuses(session, settled, now)
     return done
 
 

@@ -36,7 +36,16 @@ from sqlalchemy.orm import Session
 
 from experiments import assignment
 from experiments.models import Experiment
-from journeys import audience, conditions, control, definition, graph, render, templates
+from journeys import (
+    audience,
+    conditions,
+    control,
+    definition,
+    graph,
+    render,
+    templates,
+    webhooks_out,
+)
 from journeys.models import (
     Enrollment,
     EnrollmentState,
@@ -615,6 +624,7 @@ def _convert(
     filters = {version_id: _filter(goal.get("filter")) for version_id, goal in goals.items()}
     exits = _exit_modes(session, list(goals))
     member_ids = list(by_member)
+    converted: list[int] = []
     for start in range(0, len(member_ids), CANDIDATES_PER_PASS):
         open_ = session.execute(
             select(e.id, e.member_id, e.journey_version_id, e.entered_at, e.state).where(
@@ -650,6 +660,8 @@ def _convert(
                 )
             session.execute(update(_enrollments).where(e.id == enrollment.id).values(**values))
             result.converted += 1
+            converted.append(enrollment.id)
+    webhooks_out.journey_conversions(session, converted, now)
 
 
 def _exit_modes(session: Session, version_ids: list[int]) -> dict[int, str]:

@@ -17,6 +17,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from journeys import webhooks_out
 from journeys.channel_models import InboundMessage, ProviderAccount, Receipt
 from journeys.models import Message, MessageStatus
 from journeys.providers.base import Reply, Report
@@ -70,6 +71,7 @@ def record_reports(
 ) -> Tally:
     """Store each receipt once and settle the message it is about."""
     tally = Tally()
+    settled: list[int] = []
     for report in reports:
         if not _store_once(
             session,
@@ -96,8 +98,10 @@ def record_reports(
             .where(Receipt.provider == account.name, Receipt.event_key == report.event_key[:200])
             .values(message_id=message.id)
         )
-        _settle(message, report, now)
+        if _settle(message, report, now):
+            settled.append(message.id)
     session.flush()
+    webhooks_out.message_statuses(session, settled, now)
     return tally
 
 
@@ -126,9 +130,11 @@ def _message_of(session: Session, account: ProviderAccount, report: Report) -> M
     return session.scalars(select(Message).where(or_(*keys)).limit(1)).first()
 
 
-def _settle(message: Message, report: Report, now: dt.datetime) -> None:
+def _settle(message: Message, report: Report, now: dt.datetime) -> bool:
+    """Move the message on by the report; whether its status changed."""
     if message.status not in _OPEN:
-        return  # delivered stays delivered; a late "sent" or a repeat changes nothing
+        return False  # delivered stays delivered; a late "sent" or a repeat changes nothing
+    before = message.status
     if report.status == "delivered":
         message.status, message.reason, message.error = MessageStatus.DELIVERED, None, None
         message.delivered_at = now
@@ -138,6 +144,7 @@ def _settle(message: Message, report: Report, now: dt.datetime) -> None:
         message.status, message.reason = MessageStatus.FAILED, "undelivered"
         message.error = report.error_code or "the provider reported it undelivered"
     message.updated_at = now
+    return message.status != before
 
 
 def record_replies(

@@ -206,3 +206,47 @@ def _deliver() -> delivery.DeliveryResult:
 def purge_ingest_counts() -> None:
     """Drop the Data in page's counters older than a year and a month."""
     ingest.purge_counts(db.session, before=clock.now().date() - COUNTS_KEPT)
+
+
+# -- webhooks out (imported here, not above, to keep this section self-contained)
+
+# A webhook run stops taking new batches after this long; one endpoint call may follow.
+WEBHOOK_BUDGET = dt.timedelta(seconds=50)
+
+
+@job
+def deliver_webhooks() -> str:
+    """Post due webhook deliveries (every minute), batch after batch until the backlog
+    or the budget ends; each attempt is committed and no transaction stays open while
+    an endpoint answers. The database is the truth: a job Redis lost only delays them."""
+    import requests
+
+    from journeys import webhook_sending
+
+    result = webhook_sending.SendResult()
+    deadline = clock.now() + WEBHOOK_BUDGET
+    with requests.Session() as http:
+        while clock.now() < deadline:
+            done = webhook_sending.deliver_due(
+                db.session,
+                now=clock.now(),
+                vault=vault.current(),
+                clock=clock.now,
+                commit=db.session.commit,
+                http=http,
+                deadline=deadline,
+            )
+            result.add(done)
+            if done.claimed < webhook_sending.BATCH:
+                break
+    return result.summary()
+
+
+@job
+def webhooks_fan_out() -> str:
+    """Webhook deliveries for the stage and tier changes, benefit grants and experiment
+    assignments written since the last pass (every minute)."""
+    from journeys import webhook_fanout
+
+    written = webhook_fanout.fan_out(db.session, now=clock.now())
+    return ", ".join(f"{n} {event_type}" for event_type, n in written.items())

@@ -28,6 +28,8 @@ PERIODIC: tuple[Periodic, ...] = (
     Periodic(jobs.points_tick, queues.DEFAULT, interval=60),
     Periodic(jobs.journeys_tick, queues.HIGH, interval=60, timeout=jobs.TICK_TIMEOUT),
     Periodic(jobs.deliver_messages, queues.HIGH, interval=60),
+    Periodic(jobs.webhooks_fan_out, queues.DEFAULT, interval=60),
+    Periodic(jobs.deliver_webhooks, queues.HIGH, interval=60),
     # RQ's cron reads UTC: 18:30 UTC is 02:30 in China, the quietest hour of a shop.
     Periodic(jobs.lifecycle_full, queues.LOW, cron="30 18 * * *", timeout=jobs.FULL_RUN_TIMEOUT),
 )

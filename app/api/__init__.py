@@ -21,6 +21,7 @@ def register_api(api: Api) -> None:
     from app.api.settings import blp as settings_blp
     from app.api.templates import blp as templates_blp
     from app.api.track_mappings import blp as track_mappings_blp
+    from app.api.webhooks import blp as webhooks_blp
 
     blueprints = (
         members_blp,
@@ -33,6 +34,7 @@ def register_api(api: Api) -> None:
         templates_blp,
         messages_blp,
         providers_blp,
+        webhooks_blp,
         keys_blp,
     )
     for blp in blueprints:

@@ -16,4 +16,5 @@ from app.web import (  # noqa: E402, F401  (routes register on bp)
     settings,
     stages,
     tiers,
+    webhooks,
 )

@@ -40,16 +40,20 @@ def test_every_request_example_works_when_pasted(client, session):
     assert len(operations) >= 14
     # Journeys' examples build on one another: test_journey_examples_work_in_order.
     operations = [o for o in operations if "/journeys" not in o[0]]
+    webhook = "0"  # the endpoint the webhooks example creates (the database gives its id)
     for path, method, op in operations:
         media = op["requestBody"]["content"]["application/json"]
         assert "example" in media, f"{method.upper()} {path} has no example"
         url = path.replace("{external_id}", "u-1").replace("{event_name}", "Order Completed")
         url = url.replace("{key}", "winback_50")  # the template the example creates
         url = url.replace("{name}", "aliyun")  # the provider account the example adds
+        url = url.replace("{endpoint_id}", webhook)
 
         response = client.open(url, method=method.upper(), json=media["example"], headers=headers)
         assert response.status_code < 300, (path, response.get_json())
         answer = response.get_json() or {}
+        if path == "/api/v1/webhooks":
+            webhook = str(answer["id"])
         statuses = {r.get("status") for r in answer.get("results", [])}
         assert "rejected" not in statuses, (path, answer)
 

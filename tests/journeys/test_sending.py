@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from typing import ClassVar
 
 import pytest
+from sqlalchemy import select
 
 from journeys import accounts, delivery, policies, providers
 from journeys.channel_models import ProviderAccount, Suppression
@@ -29,8 +31,8 @@ class Scripted(Provider):
     channel = "sms"
     label = "Scripted"
     concurrency = 2
-    answers: list[Outcome] = []
-    calls: list = []
+    answers: ClassVar[list[Outcome]] = []
+    calls: ClassVar[list] = []
 
     def send_one(self, message):
         type(self).calls.append(message)
@@ -275,3 +277,24 @@ def test_a_channel_without_accounts_uses_the_console_and_secrets_lost_fail_clear
     _run(session)
     assert (second.status, second.reason) == (MessageStatus.FAILED, "provider_error")
     assert "SECRET_KEY" in second.error
+
+
+def test_message_statuses_and_receipts_go_out_as_webhooks(session):
+    from journeys import webhook_endpoints
+    from journeys.webhook_models import WebhookDelivery
+
+    webhook_endpoints.create(
+        session,
+        url="https://crm.shop.example/hooks",
+        event_types=["message.status"],
+        vault=VAULT,
+        actor="t",
+        now=NOON,
+    )
+    delivered = _message(session, _member(session))
+    refused = _message(session, _member(session, consent_sms=False))
+    _run(session)
+    rows = session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
+    statuses = {row.payload["data"]["message"]: row.payload["data"]["status"] for row in rows}
+    assert statuses == {str(delivered.id): "delivered", str(refused.id): "suppressed"}
+    assert {row.event_type for row in rows} == {"message.status"}
