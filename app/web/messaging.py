@@ -139,6 +139,51 @@ def edit_template(key: str | None = None):
     )
 
 
+@bp.post("/templates/preview")
+@login_required
+def live_preview():
+    """The editor's live preview (JSON): the text for the sample member and the SMS
+    counter, or the first problem, as the marketer types."""
+    form = request.form
+    values = {
+        "channel": form.get("channel", "sms"),
+        "title": (form.get("title") or "").strip(),
+        "body": form.get("body") or "",
+        "sms_approved_text": (form.get("sms_approved_text") or "").strip(),
+        "sms_params": form.get("sms_params") or "",
+    }
+    if values["channel"] not in CHANNELS:
+        return {"error": _("choose SMS or app push")}
+    found = templates.problems(values["channel"], values["body"], values["title"])
+    if values["sms_approved_text"]:
+        found.update(
+            templates.binding_problems(
+                "SMS_000", values["sms_approved_text"], _params(values["sms_params"])
+            )
+        )
+    if found:
+        return {"error": "; ".join(found.values())}
+    try:
+        shown = templates.preview(
+            values["body"],
+            channel=values["channel"],
+            title=values["title"] or None,
+            style=policies.SETTING.load(db.session)[0].sms_style,
+            approved=_approved(values),
+        )
+    except (templates.TemplateProblems, render.RenderError) as exc:
+        return {"error": str(exc)}
+    counter = ""
+    if shown["segments"] is not None:
+        counter = _(
+            "%(n)d characters, %(e)s: %(s)d SMS",
+            n=shown["characters"],
+            e=shown["encoding"],
+            s=shown["segments"],
+        )
+    return {"text": shown["text"], "title": shown["title"], "counter": counter}
+
+
 def _params_text(params: dict[str, str] | None) -> str:
     """An approved template's variables as the form shows them: one "name = value" a line."""
     return "\n".join(f"{name} = {value}" for name, value in (params or {}).items())

@@ -79,3 +79,23 @@ def test_analysts_cannot_save_templates(app, session):
         client, "/templates/new", token, key="x", name="x", channel="sms", body="x", action="save"
     )
     assert answer.status_code == 403
+
+
+def test_the_live_preview_answers_as_the_marketer_types(client, marketer):
+    body = "{{ member.name }}，积分{{ member.points_balance }}"
+    shown = _post(client, "/templates/preview", marketer, channel="sms", body=body).json
+    assert shown["text"].startswith("【会员中心】王芳，积分") and "SMS" in shown["counter"]
+    broken = _post(client, "/templates/preview", marketer, channel="sms", body="{{ member.nmae }}")
+    assert "nmae" in broken.json["error"]
+    approved = _post(
+        client,
+        "/templates/preview",
+        marketer,
+        channel="sms",
+        body=body,
+        sms_approved_text="${name}您好",
+        sms_params="name = {{ member.name }}",
+    ).json
+    assert approved["text"].startswith("【会员中心】王芳您好")
+    page = client.get("/templates/new").get_data(as_text=True)
+    assert "template_preview.js" in page and 'aria-live="polite"' in page
