@@ -16,6 +16,9 @@
     if (answer.error) {
       problem.textContent = answer.error;
       problem.hidden = false;
+      text.textContent = "";
+      count.textContent = "";
+      box.hidden = false;
       return;
     }
     problem.hidden = true;
