@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import api_auth, events_insert, ingest, journeys, lifecycle
+from bench import api_auth, events_insert, ingest, journeys, lifecycle, messaging
 
-BENCHMARKS = [events_insert, api_auth, ingest, lifecycle, journeys]
+BENCHMARKS = [events_insert, api_auth, ingest, lifecycle, journeys, messaging]
 
 
 def main() -> int:

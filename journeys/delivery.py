@@ -211,6 +211,9 @@ def _usage(session: Session, member_ids: set[int], now: dt.datetime) -> defaultd
             m.transactional.is_(False),
             m.channel.in_(("sms", "push")),
             at > week,
+            # Nothing older waits this long (the cap's patience is at most 30 days): lets
+            # the (member_id, created_at) index do the work.
+            m.created_at > now - dt.timedelta(days=40),
         )
         .group_by(m.member_id)
     )
@@ -224,8 +227,11 @@ def _suppressed(session: Session, addresses: set[tuple[str, str | None]]) -> set
     wanted = {a for _, a in addresses if a}
     if not wanted:
         return set()
+    channels = {channel for channel, _ in addresses}
     rows = session.execute(
-        select(Suppression.channel, Suppression.address).where(Suppression.address.in_(wanted))
+        select(Suppression.channel, Suppression.address).where(
+            Suppression.channel.in_(channels), Suppression.address.in_(wanted)
+        )
     )
     return {(channel, value) for channel, value in rows}
 
@@ -318,7 +324,12 @@ def send_claimed(
             outcomes = provider.send(outgoing)
             finished = clock()
             for row, out, outcome in zip(chunk, outgoing, outcomes, strict=True):
-                _record(session, row, out, outcome, finished, result)
+                if outcome.uncertain and not provider.idempotent:
+                    outcome = dataclasses.replace(outcome, result=Result.FAILED)
+                    uncertain = True
+                else:
+                    uncertain = False
+                _record(session, row, out, outcome, finished, result, uncertain=uncertain)
             webhooks_out.message_statuses(session, [row.id for row in chunk], finished)
             commit()
     return result
@@ -350,7 +361,7 @@ def backoff(attempts: int, retry_after: float | None = None) -> dt.timedelta:
     return wait
 
 
-def _record(session, row, out: Outgoing, outcome: Outcome, now, result) -> None:
+def _record(session, row, out: Outgoing, outcome: Outcome, now, result, *, uncertain=False):
     values: dict[str, Any] = {"updated_at": now, "claimed_until": None}
     if outcome.result in (Result.SENT, Result.DELIVERED):
         values.update(
@@ -374,6 +385,15 @@ def _record(session, row, out: Outgoing, outcome: Outcome, now, result) -> None:
             started_at=None,
         )
         result.deferred += 1
+    elif uncertain:
+        # It may have gone: sending again could send it twice. A receipt may settle it.
+        values.update(
+            status=MessageStatus.FAILED,
+            reason="uncertain",
+            error=f"{outcome.error}: whether it went is unknown, and it is not sent again "
+            "so that it is never sent twice (a delivery receipt may still settle it)",
+        )
+        result.failed += 1
     else:
         reason = "retries_exhausted" if outcome.result == Result.RETRY else "provider_error"
         values.update(status=MessageStatus.FAILED, reason=reason, error=outcome.error)

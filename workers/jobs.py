@@ -190,7 +190,7 @@ def _deliver() -> delivery.DeliveryResult:
     result = delivery.DeliveryResult()
     deadline = clock.now() + DELIVERY_BUDGET
     while clock.now() < deadline:
-        claimed = delivery.deliver_due(db.session, now=clock.now())
+        claimed = delivery.deliver_due(db.session, now=clock.now(), limit=delivery.BATCH)
         db.session.commit()
         result.add(claimed)
         sent = delivery.send_claimed(

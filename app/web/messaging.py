@@ -41,6 +41,7 @@ REASONS = {
     "provider_error": "the provider refused it",
     "no_provider": "no provider account serves this member",
     "interrupted": "the worker stopped during the provider call; not sent again",
+    "uncertain": "the provider did not answer in time; not sent again, so as never to send twice",
     "undelivered": "the provider reported it undelivered",
 }
 

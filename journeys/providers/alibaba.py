@@ -130,10 +130,12 @@ class AlibabaSms(Provider):
         except TeaException as exc:  # timeouts, refused connections, unreadable bodies
             error = _transport_error(getattr(exc, "inner_exception", exc))
             log.info("alibaba sms to %s: %s", mask_phone(message.to), error)
-            return Outcome(Result.RETRY, error=error)
+            # Only a connection never made is sure not to have sent anything.
+            uncertain = error != "no answer: connection failed"
+            return Outcome(Result.RETRY, error=error, uncertain=uncertain)
         code = str(body.code or "") if body is not None else ""
-        if not code:  # JSON of another shape
-            return Outcome(Result.RETRY, error="unreadable answer: no Code")
+        if not code:  # JSON of another shape: Alibaba got it, and may have sent it
+            return Outcome(Result.RETRY, error="unreadable answer: no Code", uncertain=True)
         if code == "OK":
             return Outcome(Result.SENT, provider_message_id=body.biz_id)
         return _refused(code, body.message)

@@ -56,6 +56,9 @@ class Outcome:
     retry_after: float | None = None
     # The push token is dead (FCM UNREGISTERED, JPush 1011): clear it from the member.
     token_gone: bool = False
+    # For RETRY: the request may have reached the provider (a read timeout, a
+    # connection cut mid-answer), so sending again could send twice.
+    uncertain: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +127,7 @@ class Provider:
     def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, Any]) -> None:
         self.settings = dict(settings)
         self.secrets = dict(secrets)
+        self._pool: ThreadPoolExecutor | None = None
 
     def check(self) -> None:
         """Raise ValueError naming what is wrong with the settings (a service account
@@ -137,8 +141,9 @@ class Provider:
         errors become outcomes."""
         if len(messages) <= 1 or self.concurrency <= 1:
             return [self.send_one(message) for message in messages]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(messages))) as pool:
-            return list(pool.map(self.send_one, messages))
+        if self._pool is None:  # kept: starting threads for every chunk costs more
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        return list(self._pool.map(self.send_one, messages))
 
     def receipts(self, callback: Callback) -> list[Report]:
         """Delivery receipts in a callback (BadSignature if it is not genuine)."""

@@ -18,7 +18,7 @@ from google.oauth2 import service_account
 from requests.adapters import HTTPAdapter
 
 from journeys.providers.base import TIMEOUT, Field, Outcome, Outgoing, Provider, Result
-from journeys.providers.wire import retry_after
+from journeys.providers.wire import no_answer, retry_after
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
@@ -113,8 +113,10 @@ class Fcm(Provider):
         except auth_errors.RefreshError as exc:  # the token endpoint said no
             result = Result.RETRY if exc.retryable else Result.FAILED
             return Outcome(result, error=f"credentials refused: {exc}")
-        except (auth_errors.TransportError, requests.RequestException) as exc:
+        except auth_errors.TransportError as exc:  # the token endpoint: nothing was sent
             return Outcome(Result.RETRY, error=f"no answer: {type(exc).__name__}")
+        except requests.RequestException as exc:
+            return no_answer(exc)
         return outcome(response)
 
 

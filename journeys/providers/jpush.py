@@ -13,7 +13,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from journeys.providers.base import TIMEOUT, Field, Outcome, Outgoing, Provider, Result
-from journeys.providers.wire import retry_after
+from journeys.providers.wire import no_answer, retry_after
 
 DEFAULT_BASE_URL = "https://api.jpush.cn"
 # 1011: "cannot find user by this audience" (the registration id is unknown, or was
@@ -83,7 +83,7 @@ class JPush(Provider):
                 timeout=self.timeout,
             )
         except requests.RequestException as exc:  # timeouts, refused connections
-            return Outcome(Result.RETRY, error=f"no answer: {type(exc).__name__}")
+            return no_answer(exc)
         return outcome(response)
 
 

@@ -8,6 +8,7 @@ every field, since Twilio adds fields without notice.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
 
@@ -30,7 +31,7 @@ from journeys.providers.base import (
     Report,
     Result,
 )
-from journeys.providers.wire import header, retry_after
+from journeys.providers.wire import header, no_answer, retry_after
 
 STATUSES = {"delivered": "delivered", "read": "delivered", "failed": "failed"}
 STATUSES |= {"undelivered": "failed", "canceled": "failed"}
@@ -46,7 +47,10 @@ class _HttpClient(TwilioHttpClient):
     exception does not carry."""
 
     def __init__(self, timeout: float) -> None:
-        super().__init__(timeout=timeout)
+        # The SDK logs a dozen INFO lines per message; only its warnings are news.
+        quiet = logging.getLogger("tenure.twilio.http")
+        quiet.setLevel(logging.WARNING)
+        super().__init__(timeout=timeout, logger=quiet)
         self.last = threading.local()
 
     def request(self, *args: Any, **kwargs: Any) -> Response:
@@ -113,7 +117,7 @@ class TwilioSms(Provider):
         except (TwilioRestException, TwilioServiceException) as exc:
             return self._error(exc)
         except requests.RequestException as exc:  # timeouts, refused connections
-            return Outcome(Result.RETRY, error=f"no answer: {type(exc).__name__}")
+            return no_answer(exc)
         except json.JSONDecodeError:  # a 2xx whose body is not JSON: accepted, id unknown
             return Outcome(Result.SENT)
         return Outcome(Result.SENT, provider_message_id=sent.sid)

@@ -1,5 +1,5 @@
-"""What the providers' HTTP calls share: reading ``Retry-After``, and finding a header
-whatever its case."""
+"""What the providers' HTTP calls share: reading ``Retry-After``, finding a header
+whatever its case, and what a call without an answer means."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import datetime as dt
 import email.utils
 from collections.abc import Mapping
 from typing import Any
+
+import requests
+
+from journeys.providers.base import Outcome, Result
 
 
 def retry_after(value: str | None) -> float | None:
@@ -35,3 +39,12 @@ def header(headers: Mapping[str, Any], name: str) -> str:
         wanted = name.lower()
         value = next((v for k, v in headers.items() if k.lower() == wanted), "")
     return str(value)
+
+
+def no_answer(exc: BaseException) -> Outcome:
+    """A call that got no answer: safe to retry when the request never left (the
+    connection was refused or never made), uncertain otherwise (it may have arrived)."""
+    never_left = isinstance(exc, requests.ConnectTimeout) or (
+        isinstance(exc, requests.ConnectionError) and "NewConnectionError" in repr(exc)
+    )
+    return Outcome(Result.RETRY, error=f"no answer: {type(exc).__name__}", uncertain=not never_left)

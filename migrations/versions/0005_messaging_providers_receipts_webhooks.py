@@ -125,6 +125,9 @@ def upgrade():
         batch_op.add_column(sa.Column('claimed_until', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('started_at', sa.DateTime(timezone=True), nullable=True))
 
+    with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.create_index('ix_messages_due', [sa.literal_column('priority DESC'), 'send_after', 'id'], unique=False, postgresql_where=sa.text("status IN ('queued', 'deferred')"), sqlite_where=sa.text("status IN ('queued', 'deferred')"))
+
     with op.batch_alter_table('webhook_endpoints', schema=None) as batch_op:
         batch_op.add_column(sa.Column('description', sa.String(length=500), nullable=True))
         batch_op.add_column(sa.Column('created_by', sa.String(length=320), nullable=True))
@@ -139,6 +142,7 @@ def downgrade():
         batch_op.drop_column('description')
 
     with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.drop_index('ix_messages_due')
         batch_op.drop_column('started_at')
         batch_op.drop_column('claimed_until')
         batch_op.drop_column('params')

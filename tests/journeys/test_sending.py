@@ -298,3 +298,21 @@ def test_message_statuses_and_receipts_go_out_as_webhooks(session):
     statuses = {row.payload["data"]["message"]: row.payload["data"]["status"] for row in rows}
     assert statuses == {str(delivered.id): "delivered", str(refused.id): "suppressed"}
     assert {row.event_type for row in rows} == {"message.status"}
+
+
+def test_a_call_that_may_have_gone_is_never_sent_again(session, scripted):
+    _account(session)
+    idem = _account(session, kind="idem", channel="push")
+    sms = _message(session, _member(session))
+    hook = _message(session, _member(session, consent_push=True, push_token="t"))
+    hook.channel = "push"
+    session.flush()
+    scripted.answers = [
+        Outcome(Result.RETRY, error="no answer: ReadTimeout", uncertain=True),
+        Outcome(Result.RETRY, error="no answer: ReadTimeout", uncertain=True),
+    ]
+    _run(session)
+    assert (sms.status, sms.reason) == (MessageStatus.FAILED, "uncertain")
+    assert "never sent twice" in sms.error
+    # Through a provider whose receiver de-duplicates, it is simply tried again.
+    assert (hook.status, hook.reason, hook.provider) == (MessageStatus.DEFERRED, "retry", idem.name)
