@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, PathConverter
 
 from config import Settings
+from members.fields import mask_phones
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -205,22 +206,6 @@ class AnythingConverter(PathConverter):
     part_isolating = False
 
 
-# A phone number as it may appear in a log line: E.164, or a bare mainland mobile.
-_PHONE = re.compile(r"(?<![\w*+])(\+\d{8,15}|1[3-9]\d{9})(?![\w*])")
-
-
-def mask_phones(text: str) -> str:
-    """+8613800138000 -> +86138****8000 (13800138000 -> 138****8000) wherever a phone
-    number appears."""
-
-    def mask(match: re.Match) -> str:
-        number = match.group(1)
-        keep = 6 if number.startswith("+") else 3
-        return number[:keep] + "*" * (len(number) - keep - 4) + number[-4:]
-
-    return _PHONE.sub(mask, text)
-
-
 class PhoneMaskFilter(logging.Filter):
     """Masks phone numbers in every log line, whatever wrote it (an SDK, a library's
     debug output, a careless message): the line is formatted, then masked."""
@@ -230,6 +215,11 @@ class PhoneMaskFilter(logging.Filter):
         masked = mask_phones(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            # A traceback may quote SQL parameters: format it here, masked.
+            record.exc_text = mask_phones(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = mask_phones(record.exc_text)
         return True
 
 

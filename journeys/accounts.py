@@ -23,7 +23,7 @@ from journeys import providers
 from journeys.channel_models import ProviderAccount
 from journeys.policies import in_mainland
 from journeys.providers.base import Provider
-from journeys.vault import Vault
+from journeys.vault import SecretUnreadable, Vault
 from members import audit
 from members.errors import InvalidFields
 
@@ -44,7 +44,7 @@ def clean(
         return {}, {}, errors
     cls = providers.kind(kind)
     name = existing.name if existing is not None else (data.get("name") or "").strip()
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.match(name) or name == "new":
         errors["name"] = "lower-case letters, digits, - and _, up to 64 characters"
     scope = data.get("scope", existing.scope if existing is not None else "all")
     if scope not in SCOPES:
@@ -108,7 +108,18 @@ def save(
         raise InvalidFields(errors)
     stored = {}
     if account is not None and account.secrets_encrypted:
-        stored = vault.open(account.secrets_encrypted)
+        try:
+            stored = vault.open(account.secrets_encrypted)
+        except SecretUnreadable:
+            # SECRET_KEY changed: every secret must be entered again.
+            missing = {
+                f"settings.{f.name}": f"{f.label}: the stored value cannot be read any more "
+                "(SECRET_KEY changed); enter it again"
+                for f in providers.kind(columns["kind"]).fields
+                if f.secret and f.required and f.name not in secret_values
+            }
+            if missing:
+                raise InvalidFields(missing) from None
     try:
         providers.kind(columns["kind"])(columns["settings"], {**stored, **secret_values}).check()
     except ValueError as exc:

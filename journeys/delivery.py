@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
+import math
 import random
 import uuid
 from collections import Counter, defaultdict
@@ -35,11 +37,11 @@ from sqlalchemy.orm import Session
 from journeys import accounts, providers, webhooks_out
 from journeys.channel_models import ProviderAccount, Suppression
 from journeys.models import Enrollment, Journey, Message, MessageStatus, MessageTemplate
-from journeys.policies import SETTING, Usage, evaluate
+from journeys.policies import CHANNEL_CONSENT, SETTING, Usage, evaluate
 from journeys.providers.base import Outcome, Outgoing, Result
 from journeys.templates import compose_sms
 from journeys.vault import SecretUnreadable, Vault
-from members.fields import mask_phone
+from members.fields import mask_phone, mask_phones
 from members.member import Member
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ LEASE = dt.timedelta(minutes=15)
 MAX_ATTEMPTS = 8
 BACKOFF_FIRST = dt.timedelta(seconds=30)
 BACKOFF_MOST = dt.timedelta(hours=1)
+RETRY_AFTER_MOST = 86400  # seconds
 _messages = Message.__table__
 
 
@@ -91,7 +94,13 @@ def address(message, member) -> str | None:
         return member.phone
     if message.channel == "push":
         return member.push_token
-    return (message.params or {}).get("url") or message.title
+    url = (message.params or {}).get("url")
+    if url is None:  # written before webhook steps kept their URL in params
+        try:
+            url = json.loads(message.body).get("url")
+        except (ValueError, AttributeError):
+            url = None
+    return url
 
 
 def due_count(session: Session, now: dt.datetime) -> int:
@@ -246,9 +255,11 @@ def send_claimed(
     vault: Vault,
     clock: Callable[[], dt.datetime],
     commit: Callable[[], None],
+    deadline: dt.datetime | None = None,
 ) -> DeliveryResult:
     """Hand the messages claimed for real providers to them, a few at a time, each
-    started and recorded in its own commit."""
+    started and recorded in its own commit. Past ``deadline`` no call is started: the
+    rest go back to the queue at once (not after the lease), for the next run."""
     result = DeliveryResult()
     if not claimed.to_send:
         return result
@@ -300,6 +311,11 @@ def send_claimed(
         for start in range(0, len(group), step):
             chunk = group[start : start + step]
             started = clock()
+            if deadline is not None and started >= deadline:
+                _release(session, [r.id for r in group[start:]], claimed.lease, started)
+                commit()
+                break
+            chunk = _still_allowed(session, chunk, started, result)
             ours = set(
                 session.scalars(
                     update(Message)
@@ -335,6 +351,62 @@ def send_claimed(
     return result
 
 
+def _release(session: Session, ids: list[int], lease, now: dt.datetime) -> None:
+    """Unstarted messages of this claim, back to the queue."""
+    session.execute(
+        update(Message)
+        .where(
+            Message.id.in_(ids),
+            Message.status == MessageStatus.SENDING,
+            Message.started_at.is_(None),
+            Message.claimed_until == lease,
+        )
+        .values(status=MessageStatus.QUEUED, claimed_until=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _still_allowed(session: Session, chunk: list[Any], now: dt.datetime, result) -> list[Any]:
+    """Consent is read again just before the call: a withdrawal (a "TD" reply) since
+    the claim wins, and the message is suppressed instead."""
+    marketing = [row for row in chunk if not row.transactional and row.channel in CHANNEL_CONSENT]
+    if not marketing:
+        return chunk
+    members = {
+        row.id: row
+        for row in session.execute(
+            select(
+                Member.id,
+                Member.consent_sms,
+                Member.consent_push,
+                Member.personalised_marketing,
+                Member.erased_at,
+            ).where(Member.id.in_({row.member_id for row in marketing}))
+        )
+    }
+    stopped = []
+    for row in marketing:
+        member = members.get(row.member_id)
+        if member is None or member.erased_at is not None:
+            stopped.append((row, "erased"))
+        elif not getattr(member, CHANNEL_CONSENT[row.channel]):
+            stopped.append((row, f"no_consent:{row.channel}"))
+        elif not member.personalised_marketing:
+            stopped.append((row, "refused_personalised_marketing"))
+    for row, reason in stopped:
+        session.execute(
+            update(Message)
+            .where(Message.id == row.id, Message.status == MessageStatus.SENDING)
+            .values(
+                status=MessageStatus.SUPPRESSED, reason=reason, claimed_until=None, updated_at=now
+            )
+            .execution_options(synchronize_session=False)
+        )
+        result.suppressed[reason] += 1
+    gone = {row.id for row, _ in stopped}
+    return [row for row in chunk if row.id not in gone]
+
+
 def _outgoing(row, member, template) -> Outgoing:
     params = dict(row.params or {})
     return Outgoing(
@@ -356,12 +428,15 @@ def backoff(attempts: int, retry_after: float | None = None) -> dt.timedelta:
     coming back is not hit by every message at once; never sooner than it asked."""
     wait = min(BACKOFF_FIRST * 2 ** max(attempts - 1, 0), BACKOFF_MOST)
     wait *= random.uniform(0.8, 1.2)  # noqa: S311  (jitter, not a secret)
-    if retry_after:
-        wait = max(wait, dt.timedelta(seconds=retry_after))
+    if retry_after and math.isfinite(retry_after):
+        # A provider asking for more than a day is not taken at its word.
+        wait = max(wait, dt.timedelta(seconds=min(retry_after, RETRY_AFTER_MOST)))
     return wait
 
 
 def _record(session, row, out: Outgoing, outcome: Outcome, now, result, *, uncertain=False):
+    # Providers' words may quote the number ("The 'To' number +86... is not valid").
+    outcome = dataclasses.replace(outcome, error=mask_phones(outcome.error or "") or None)
     values: dict[str, Any] = {"updated_at": now, "claimed_until": None}
     if outcome.result in (Result.SENT, Result.DELIVERED):
         values.update(
@@ -405,9 +480,10 @@ def _record(session, row, out: Outgoing, outcome: Outcome, now, result, *, uncer
             .values(push_token=None)
             .execution_options(synchronize_session=False)
         )
+    # Only while still sending: a receipt that came first has the last word.
     session.execute(
         update(Message)
-        .where(Message.id == row.id)
+        .where(Message.id == row.id, Message.status == MessageStatus.SENDING)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -423,7 +499,7 @@ def _finish(session: Session, ids: Iterable[int], outcome: Outcome, now: dt.date
         .values(
             status=MessageStatus.FAILED,
             reason="provider_error",
-            error=outcome.error,
+            error=mask_phones(outcome.error or ""),
             claimed_until=None,
             updated_at=now,
         )

@@ -33,6 +33,27 @@ from journeys.templates import SmsStyle
 from members import programme
 from members.errors import InvalidFields
 
+# Replies that mean "no more SMS": the old and new Chinese wordings (回T退订, 拒收请回复R)
+# and the international ones, compared as a whole message. The opt-out texts appended
+# to every SMS must name one of them.
+OPT_OUT_WORDS = frozenset(
+    {
+        "R",
+        "T",
+        "TD",
+        "N",
+        "0000",
+        "退订",
+        "拒收",
+        "STOP",
+        "UNSUBSCRIBE",
+        "STOPALL",
+        "CANCEL",
+        "END",
+        "QUIT",
+        "OPTOUT",
+    }
+)
 # Template priorities: under a tight cap a higher one goes first.
 PRIORITIES = {0: "promotion", 1: "reminder", 2: "care"}
 
@@ -79,6 +100,12 @@ def parse(data: Mapping[str, Any]) -> Policies:
         if not isinstance(value, str) or not value.strip() or len(value) > 40:
             errors[name] = "text of 1 to 40 characters"
         values[name] = value.strip() if isinstance(value, str) else value
+    for name in ("opt_out_cn", "opt_out_other"):
+        if name not in errors and not _names_a_keyword(values[name]):
+            errors[name] = (
+                "name the reply that opts out, one of: R, T, TD, 退订, STOP, UNSUBSCRIBE "
+                "(e.g. 拒收请回复R, Reply STOP to opt out): other replies are not understood"
+            )
     if isinstance(values.get("signature"), str) and not re.fullmatch(
         r"【[^【】]{2,16}】", values["signature"]
     ):
@@ -88,6 +115,17 @@ def parse(data: Mapping[str, Any]) -> Policies:
     if errors:
         raise InvalidFields(errors)
     return Policies(**values, paused=paused)
+
+
+def _names_a_keyword(text: str) -> bool:
+    upper = text.upper()
+    for word in OPT_OUT_WORDS:
+        if word.isascii():
+            if re.search(rf"(?<![A-Z0-9]){re.escape(word)}(?![A-Z0-9])", upper):
+                return True
+        elif word in text:
+            return True
+    return False
 
 
 SETTING = programme.Document("send_policies", parse, Policies())
@@ -136,6 +174,18 @@ def quiet_until(policies: Policies, zone_name: str, now: dt.datetime) -> dt.date
     return dt.datetime.combine(day, dt.time(hour, minute_of), local.tzinfo)
 
 
+# IANA names (and their aliases) of mainland China's time zones.
+MAINLAND_ZONES = frozenset(
+    {
+        "Asia/Shanghai",
+        "Asia/Urumqi",
+        "Asia/Chongqing",
+        "Asia/Chungking",
+        "Asia/Harbin",
+        "Asia/Kashgar",
+        "PRC",
+    }
+)
 CHANNEL_CONSENT = {"sms": "consent_sms", "push": "consent_push"}
 
 
@@ -144,7 +194,7 @@ def in_mainland(member) -> bool:
     number, a mainland time zone."""
     if member.phone:
         return member.phone.startswith("+86")
-    return member.timezone in ("Asia/Shanghai", "Asia/Urumqi", "Asia/Chongqing", "Asia/Harbin")
+    return member.timezone in MAINLAND_ZONES
 
 
 def evaluate(

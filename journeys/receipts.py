@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from journeys import webhooks_out
 from journeys.channel_models import InboundMessage, ProviderAccount, Receipt
 from journeys.models import Message, MessageStatus
+from journeys.policies import OPT_OUT_WORDS
 from journeys.providers.base import Reply, Report
 from members import profiles
 from members.fields import mask_phone
@@ -27,27 +28,7 @@ from members.member import Channel, Member
 
 log = logging.getLogger(__name__)
 
-# Replies that mean "no more SMS": the old and new Chinese wordings (回T退订, 拒收请回复R)
-# and the international ones. Compared after upper-casing and dropping spaces and
-# punctuation, as a whole message.
-OPT_OUT_WORDS = frozenset(
-    {
-        "R",
-        "T",
-        "TD",
-        "N",
-        "0000",
-        "退订",
-        "拒收",
-        "STOP",
-        "UNSUBSCRIBE",
-        "STOPALL",
-        "CANCEL",
-        "END",
-        "QUIT",
-        "OPTOUT",
-    }
-)
+# A reply is compared after upper-casing and dropping spaces and punctuation.
 _NOISE = re.compile(r"[\s\.,!?。，！？、;；:：'\"“”‘’]+")
 # A receipt may move a message only forward from these.
 _OPEN = (MessageStatus.SENDING, MessageStatus.SENT, MessageStatus.FAILED)

@@ -10,9 +10,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from journeys import accounts
+from journeys import accounts, policies
+from journeys.channel_models import Suppression
 from journeys.providers.base import Outcome, Outgoing, Result
 from journeys.vault import SecretUnreadable, Vault
 from members import audit
@@ -41,6 +43,18 @@ def send(
     route = accounts.Router(session).route(channel, recipient)
     if route.error:
         raise InvalidFields({field: route.error})
+    blocked = session.scalar(
+        select(Suppression.reason).where(Suppression.channel == channel, Suppression.address == to)
+    )
+    if blocked is not None:
+        raise InvalidFields({field: f"this address is on the suppression list ({blocked})"})
+    if route.cross_border and policies.in_mainland(recipient):
+        raise InvalidFields(
+            {
+                field: "this provider stores numbers abroad: a test to a mainland number needs "
+                "the owner's consent to that (PIPL art. 39), which a test send cannot record"
+            }
+        )
     if route.account is None:
         outcome = Outcome(Result.DELIVERED, provider_message_id=f"console-{uuid.uuid4().hex[:16]}")
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
+import re
 from typing import Any
 from zoneinfo import available_timezones
 
@@ -81,3 +82,19 @@ def _json_problem(value: Any, level: int) -> str | None:
         if problem:
             return problem
     return None
+
+
+# A phone number as it may appear in a log line: E.164, or a bare mainland mobile.
+_PHONE = re.compile(r"(?<![\w*+])(\+\d{8,15}|1[3-9]\d{9})(?![\w*])")
+
+
+def mask_phones(text: str) -> str:
+    """+8613800138000 -> +86138****8000 (13800138000 -> 138****8000) wherever a phone
+    number appears."""
+
+    def mask(match: re.Match) -> str:
+        number = match.group(1)
+        keep = 6 if number.startswith("+") else 3
+        return number[:keep] + "*" * (len(number) - keep - 4) + number[-4:]
+
+    return _PHONE.sub(mask, text)

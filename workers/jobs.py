@@ -194,7 +194,12 @@ def _deliver() -> delivery.DeliveryResult:
         db.session.commit()
         result.add(claimed)
         sent = delivery.send_claimed(
-            db.session, claimed, vault=vault.current(), clock=clock.now, commit=db.session.commit
+            db.session,
+            claimed,
+            vault=vault.current(),
+            clock=clock.now,
+            commit=db.session.commit,
+            deadline=deadline,  # well inside the job's timeout: no call is cut off
         )
         result.add(sent)
         if claimed.claimed < delivery.BATCH:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from flask import g
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import RAISE, Schema, fields, validate
@@ -21,7 +22,7 @@ from journeys import accounts, providers
 from journeys.channel_models import ProviderAccount, Suppression
 from members import audit
 from members.errors import InvalidField, InvalidFields
-from members.fields import normalise_phone
+from members.fields import mask_phone, normalise_phone
 
 blp = Blueprint(
     "providers",
@@ -82,7 +83,11 @@ class AccountOut(Schema):
     settings = fields.Dict()
     secrets = fields.List(fields.Str(), metadata={"description": "Names of stored secrets"})
     receipt_path = fields.Str(
-        metadata={"description": "Append /receipts or /replies: the provider's callback URLs"}
+        allow_none=True,
+        metadata={
+            "description": "Append /receipts or /replies: the provider's callback URLs "
+            "(admin keys only)"
+        },
     )
     updated_at = fields.DateTime()
     updated_by = fields.Str(allow_none=True)
@@ -107,6 +112,15 @@ class KindOut(Schema):
 
 def _invalid(exc: InvalidFields) -> None:
     abort(422, errors={"json": {k: [v] for k, v in exc.errors.items()}})
+
+
+def _shown(account: ProviderAccount) -> dict:
+    """An account as this key may see it: the callback address (the only guard on an
+    unsigned provider's receipts and replies) only for admin keys."""
+    described = accounts.describe(account)
+    if Scope.ADMIN not in g.api_key.scope_set:
+        described["receipt_path"] = None
+    return described
 
 
 def _account_or_404(name: str) -> ProviderAccount:
@@ -146,7 +160,7 @@ class Accounts(MethodView):
     def get(self):
         """Every provider account (a channel without one uses the console)."""
         rows = db.session.scalars(select(ProviderAccount).order_by(ProviderAccount.name))
-        return [accounts.describe(row) for row in rows]
+        return [_shown(row) for row in rows]
 
     @require_scope(Scope.ADMIN)
     @blp.doc(**BEARER_DOC)
@@ -171,7 +185,7 @@ class AccountByName(MethodView):
     @blp.response(200, AccountOut)
     def get(self, name: str):
         """One account, without its secrets."""
-        return accounts.describe(_account_or_404(name))
+        return _shown(_account_or_404(name))
 
     @require_scope(Scope.ADMIN)
     @blp.doc(**BEARER_DOC)
@@ -287,6 +301,7 @@ class Suppressions(MethodView):
         except IntegrityError:
             db.session.rollback()
             abort(409, message="this address is on the list already")
+        _audit_suppression("suppression.add", row)
         db.session.commit()
         return row
 
@@ -301,5 +316,21 @@ class SuppressionById(MethodView):
         row = db.session.get(Suppression, suppression_id)
         if row is None:
             abort(404, message=f"no suppression {suppression_id}")
+        _audit_suppression("suppression.remove", row)
         db.session.delete(row)
         db.session.commit()
+
+
+def _audit_suppression(action: str, row: Suppression) -> None:
+    audit.record(
+        db.session,
+        actor=api_actor(),
+        action=action,
+        target_type="suppression",
+        target_id=row.channel,
+        details={
+            "address": mask_phone(row.address) if row.channel == "sms" else "(token)",
+            "reason": row.reason,
+        },
+        now=clock.now(),
+    )

@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app import clock, vault
-from app.api.auth import BEARER_DOC, api_actor, require_scope
+from app.api.auth import BEARER_DOC, api_actor, api_key_identity, require_scope
 from app.api.blueprint import Blueprint, page_of
 from app.api.members import member_or_404
 from app.auth.models import Scope
-from app.extensions import db
+from app.extensions import db, limiter
 from journeys import engine, policies, render, templates, trial
 from journeys.definition import CHANNELS
 from journeys.models import MessageTemplate
@@ -335,6 +335,9 @@ class TestSendOut(Schema):
 
 @blp.route("/<key>/test-send")
 class TestSend(MethodView):
+    # Each test is a real, billed SMS to any number: a few an hour per key.
+    decorators = (limiter.limit("30 per hour", key_func=api_key_identity),)
+
     @require_scope(Scope.WRITE)
     @blp.doc(**BEARER_DOC)
     @blp.arguments(TestSendIn, example={"phone": "+8613800138000"})

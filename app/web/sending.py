@@ -44,7 +44,8 @@ def sending():
         values = {name: (form.get(name) or "").strip() for name in TEXTS}
         for name in NUMBERS:
             raw = (form.get(name) or "").strip()
-            values[name] = int(raw) if raw.isdigit() else raw
+            # Plain ASCII digits only (not ² or ٣), and short: parse names what is wrong.
+            values[name] = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 6 else raw
         values["paused"] = form.get("paused") == "on"
         try:
             chosen = policies.parse(values)

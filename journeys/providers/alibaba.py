@@ -35,6 +35,7 @@ from journeys.providers.base import (
     Report,
     Result,
 )
+from journeys.providers.wire import MAYBE_SENT
 from members.fields import mask_phone
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,9 @@ def _refused(code: str, message: Any, status: int = 200, wait: float | None = No
     """A business error (HTTP 200) or a gateway error (4xx/5xx) as an outcome."""
     error = f"{code}: {message}"
     if status >= 500 or status == 429 or code in RETRY_CODES or code.startswith("Throttling"):
-        return Outcome(Result.RETRY, error=error, retry_after=wait)
+        # isp.SYSTEM_ERROR and a gateway's 5xx may come after the SMS went.
+        uncertain = status in MAYBE_SENT or code == "isp.SYSTEM_ERROR"
+        return Outcome(Result.RETRY, error=error, retry_after=wait, uncertain=uncertain)
     return Outcome(Result.FAILED, error=error)
 
 

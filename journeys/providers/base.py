@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
+
+log = logging.getLogger(__name__)
 
 # Seconds a provider call may take before it counts as a transient failure.
 TIMEOUT = 10.0
@@ -140,10 +143,21 @@ class Provider:
         """One outcome per message, in order. Never raises for a provider's answer:
         errors become outcomes."""
         if len(messages) <= 1 or self.concurrency <= 1:
-            return [self.send_one(message) for message in messages]
+            return [self._guarded(message) for message in messages]
         if self._pool is None:  # kept: starting threads for every chunk costs more
             self._pool = ThreadPoolExecutor(max_workers=self.concurrency)
-        return list(self._pool.map(self.send_one, messages))
+        return list(self._pool.map(self._guarded, messages))
+
+    def _guarded(self, message: Outgoing) -> Outcome:
+        """``send_one``, and a bug or a surprise in it an outcome of that message alone,
+        not the end of its batch (whether it went is then unknown)."""
+        try:
+            return self.send_one(message)
+        except Exception as exc:
+            log.exception(
+                "%s: sending message %s failed unexpectedly", self.kind, message.message_id
+            )
+            return Outcome(Result.RETRY, error=f"unexpected: {type(exc).__name__}", uncertain=True)
 
     def receipts(self, callback: Callback) -> list[Report]:
         """Delivery receipts in a callback (BadSignature if it is not genuine)."""

@@ -18,7 +18,7 @@ from google.oauth2 import service_account
 from requests.adapters import HTTPAdapter
 
 from journeys.providers.base import TIMEOUT, Field, Outcome, Outgoing, Provider, Result
-from journeys.providers.wire import no_answer, retry_after
+from journeys.providers.wire import MAYBE_SENT, no_answer, retry_after
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
@@ -140,7 +140,7 @@ def outcome(response: requests.Response) -> Outcome:
     text = f"{code}: {error.get('message') or response.text[:200]}"
     wait = retry_after(response.headers.get("Retry-After"))
     if status == 429 or status >= 500:
-        return Outcome(Result.RETRY, error=text, retry_after=wait)
+        return Outcome(Result.RETRY, error=text, retry_after=wait, uncertain=status in MAYBE_SENT)
     if "UNREGISTERED" in codes or (status == 404 and error.get("status") == "NOT_FOUND"):
         return Outcome(Result.FAILED, error=text, token_gone=True)
     if code == "INVALID_ARGUMENT" and "registration token" in str(error.get("message")).lower():

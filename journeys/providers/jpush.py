@@ -13,7 +13,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from journeys.providers.base import TIMEOUT, Field, Outcome, Outgoing, Provider, Result
-from journeys.providers.wire import no_answer, retry_after
+from journeys.providers.wire import MAYBE_SENT, no_answer, retry_after
 
 DEFAULT_BASE_URL = "https://api.jpush.cn"
 # 1011: "cannot find user by this audience" (the registration id is unknown, or was
@@ -107,7 +107,7 @@ def outcome(response: requests.Response) -> Outcome:
         wait = retry_after(
             response.headers.get("Retry-After") or response.headers.get("X-Rate-Limit-Reset")
         )
-        return Outcome(Result.RETRY, error=text, retry_after=wait)
+        return Outcome(Result.RETRY, error=text, retry_after=wait, uncertain=status in MAYBE_SENT)
     if code in AUTH_CODES or status == 401:
         return Outcome(Result.FAILED, error=f"credentials refused: {text}")
     return Outcome(Result.FAILED, error=text)

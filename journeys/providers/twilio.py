@@ -31,7 +31,7 @@ from journeys.providers.base import (
     Report,
     Result,
 )
-from journeys.providers.wire import header, no_answer, retry_after
+from journeys.providers.wire import MAYBE_SENT, header, no_answer, retry_after
 
 STATUSES = {"delivered": "delivered", "read": "delivered", "failed": "failed"}
 STATUSES |= {"undelivered": "failed", "canceled": "failed"}
@@ -131,7 +131,9 @@ class TwilioSms(Provider):
         if status == 429 or status >= 500:
             last = getattr(self._http.last, "response", None)
             wait = retry_after(last.headers.get("Retry-After")) if last is not None else None
-            return Outcome(Result.RETRY, error=text, retry_after=wait)
+            return Outcome(
+                Result.RETRY, error=text, retry_after=wait, uncertain=status in MAYBE_SENT
+            )
         return Outcome(Result.FAILED, error=text)
 
     def _verify(self, callback: Callback) -> None:

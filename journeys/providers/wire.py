@@ -41,6 +41,11 @@ def header(headers: Mapping[str, Any], name: str) -> str:
     return str(value)
 
 
+# Answers after which the provider may have sent the message all the same (a gateway
+# timing out behind it, an error after accepting): retrying could send it twice.
+MAYBE_SENT = frozenset({500, 502, 504})
+
+
 def no_answer(exc: BaseException) -> Outcome:
     """A call that got no answer: safe to retry when the request never left (the
     connection was refused or never made), uncertain otherwise (it may have arrived)."""

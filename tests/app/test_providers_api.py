@@ -201,3 +201,46 @@ def test_the_member_shows_which_message_was_held_back_and_why(client, session):
     shown = client.get("/api/v1/members/held-1", headers=headers).json
     [message] = shown["last_messages"]
     assert (message["status"], message["reason"]) == ("deferred", "frequency_cap:daily")
+
+
+def test_only_admin_keys_see_the_callback_address(client, session):
+    client.post("/api/v1/providers", json=TWILIO, headers=_admin(session))
+    reader = bearer(api_key(session, "read", name="reader")[1])
+    shown = client.get("/api/v1/providers/twilio-intl", headers=reader).json
+    assert shown["receipt_path"] is None
+    assert client.get("/api/v1/providers", headers=reader).json[0]["receipt_path"] is None
+
+
+def test_no_test_send_to_a_suppressed_number(client, session):
+    session.add(MessageTemplate(key="hey", name="Hey", channel="sms", body="hey"))
+    session.commit()
+    headers = _admin(session)
+    client.post(
+        "/api/v1/suppressions",
+        json={"channel": "sms", "address": "+8613800138000", "reason": "complaint"},
+        headers=headers,
+    )
+    refused = client.post(
+        "/api/v1/templates/hey/test-send", json={"phone": "+8613800138000"}, headers=headers
+    )
+    assert refused.status_code == 422 and "suppression list" in refused.json["errors"][0]["message"]
+
+
+def test_secrets_lost_to_a_new_secret_key_must_be_entered_again(client, session):
+    from journeys.vault import Vault
+
+    client.post("/api/v1/providers", json=TWILIO, headers=_admin(session))
+    account = session.scalar(select(ProviderAccount))
+    account.secrets_encrypted = Vault("an older secret key, long gone").seal({"auth_token": "x"})
+    session.commit()
+    kept = client.patch(
+        "/api/v1/providers/twilio-intl", json={"scope": "all"}, headers=_admin(session)
+    )
+    assert kept.status_code == 422
+    assert kept.json["errors"][0]["field"] == "settings.auth_token"
+    again = client.patch(
+        "/api/v1/providers/twilio-intl",
+        json={"settings": {"auth_token": TOKEN}},
+        headers=_admin(session),
+    )
+    assert again.status_code == 200

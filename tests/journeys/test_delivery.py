@@ -138,3 +138,19 @@ def test_a_member_without_a_phone_gets_no_sms(session):
     message = _message(session, _member(session, phone=None))
     _deliver(session, NOON)
     assert (message.status, message.reason) == (MessageStatus.SUPPRESSED, "no_address:sms")
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [("opt_out_cn", "回复QX退出"), ("opt_out_other", "Text NOMORE to leave the list")],
+    ids=["cn-unknown-word", "other-no-keyword"],
+)
+def test_an_opt_out_text_must_name_a_reply_tenure_understands(field, text):
+    with pytest.raises(InvalidFields) as raised:
+        policies.parse({field: text})
+    assert set(raised.value.errors) == {field}
+
+
+def test_the_usual_opt_out_texts_pass():
+    for text in ("拒收请回复R", "回T退订", "回TD退订", "Reply STOP to opt out"):
+        assert policies.parse({"opt_out_cn": text, "opt_out_other": text})

@@ -316,3 +316,86 @@ def test_a_call_that_may_have_gone_is_never_sent_again(session, scripted):
     assert "never sent twice" in sms.error
     # Through a provider whose receiver de-duplicates, it is simply tried again.
     assert (hook.status, hook.reason, hook.provider) == (MessageStatus.DEFERRED, "retry", idem.name)
+
+
+def test_a_provider_asking_to_wait_forever_is_not_taken_at_its_word(session, scripted):
+    _account(session)
+    message = _message(session, _member(session))
+    scripted.answers = [Outcome(Result.RETRY, error="HTTP 429", retry_after=float("inf"))]
+    _run(session)
+    assert message.status == MessageStatus.DEFERRED
+    assert message.send_after <= NOON + dt.timedelta(hours=1, minutes=15)
+    assert delivery.backoff(1, 1e12) == dt.timedelta(seconds=delivery.RETRY_AFTER_MOST)
+
+
+class Exploding(Scripted):
+    kind = "exploding"
+
+    def send_one(self, message):
+        raise ValueError("a bug in a provider")
+
+
+def test_a_provider_that_raises_settles_only_its_own_message(session, monkeypatch):
+    monkeypatch.setitem(providers.MODULES, "exploding", f"{__name__}:Exploding")
+    _account(session, kind="exploding")
+    message = _message(session, _member(session))
+    _run(session)
+    assert (message.status, message.reason) == (MessageStatus.FAILED, "uncertain")
+    assert "ValueError" in message.error
+
+
+def test_past_the_deadline_unstarted_messages_go_back_to_the_queue(session, scripted):
+    _account(session)
+    messages = [_message(session, _member(session)) for _ in range(3)]
+    claimed = delivery.deliver_due(session, now=NOON)
+    delivery.send_claimed(
+        session, claimed, vault=VAULT, clock=lambda: NOON, commit=session.flush, deadline=NOON
+    )
+    session.expire_all()
+    assert [m.status for m in messages] == [MessageStatus.QUEUED] * 3
+    assert all(m.claimed_until is None for m in messages) and scripted.calls == []
+
+
+def test_consent_withdrawn_after_the_claim_still_wins(session, scripted):
+    _account(session)
+    member = _member(session)
+    message = _message(session, member)
+    claimed = delivery.deliver_due(session, now=NOON)
+    member.consent_sms = False  # a "TD" reply arrives while the batch waits its turn
+    session.flush()
+    delivery.send_claimed(session, claimed, vault=VAULT, clock=lambda: NOON, commit=session.flush)
+    session.expire_all()
+    assert (message.status, message.reason) == (MessageStatus.SUPPRESSED, "no_consent:sms")
+    assert scripted.calls == []
+
+
+class FastReceipt(Scripted):
+    """A provider whose delivery receipt arrives before its answer is recorded."""
+
+    kind = "fast"
+    on_send: ClassVar[list] = []
+
+    def send_one(self, message):
+        for hook in type(self).on_send:
+            hook(message)
+        return Outcome(Result.SENT, provider_message_id="p-fast")
+
+
+def test_a_receipt_that_beats_the_record_keeps_the_last_word(session, monkeypatch):
+    from journeys import receipts
+    from journeys.providers.base import Report
+
+    monkeypatch.setitem(providers.MODULES, "fast", f"{__name__}:FastReceipt")
+    account = _account(session, kind="fast")
+    message = _message(session, _member(session))
+    monkeypatch.setattr(
+        FastReceipt,
+        "on_send",
+        [
+            lambda out: receipts.record_reports(
+                session, account, [Report("r1", "delivered", dedup_key=out.dedup_key)], now=NOON
+            )
+        ],
+    )
+    _run(session)
+    assert message.status == MessageStatus.DELIVERED
