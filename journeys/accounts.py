@@ -145,6 +145,21 @@ def save(
     return account
 
 
+def remove(session: Session, account: ProviderAccount, *, actor: str, now: dt.datetime) -> None:
+    """Delete an account (messages it carried keep its name), in the audit log."""
+    audit.record(
+        session,
+        actor=actor,
+        action="provider_account.delete",
+        target_type="provider_account",
+        target_id=account.name,
+        details={"kind": account.kind},
+        now=now,
+    )
+    session.delete(account)
+    session.flush()
+
+
 def describe(account: ProviderAccount) -> dict[str, Any]:
     """An account as pages and the API show it: settings, and only the names of its
     stored secrets."""

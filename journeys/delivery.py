@@ -361,7 +361,13 @@ def _release(session: Session, ids: list[int], lease, now: dt.datetime) -> None:
             Message.started_at.is_(None),
             Message.claimed_until == lease,
         )
-        .values(status=MessageStatus.QUEUED, claimed_until=None, updated_at=now)
+        # Never started: not an attempt.
+        .values(
+            status=MessageStatus.QUEUED,
+            claimed_until=None,
+            updated_at=now,
+            attempts=Message.attempts - 1,
+        )
         .execution_options(synchronize_session=False)
     )
 
@@ -532,8 +538,8 @@ def reclaim(session: Session, *, now: dt.datetime) -> Reclaimed:
     idempotent = _idempotent_accounts(session, {row.provider for row in rows})
     for row in rows:
         values: dict[str, Any] = {"claimed_until": None, "updated_at": now}
-        if row.started_at is None:
-            values.update(status=MessageStatus.QUEUED, reason=None)
+        if row.started_at is None:  # never started: not an attempt
+            values.update(status=MessageStatus.QUEUED, reason=None, attempts=row.attempts - 1)
             done.requeued += 1
         elif row.provider in idempotent and row.attempts < MAX_ATTEMPTS:
             values.update(

@@ -11,18 +11,15 @@ from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from app import clock, vault
 from app.api.auth import BEARER_DOC, api_actor, require_scope
 from app.api.blueprint import Blueprint, page_of
 from app.auth.models import Scope
 from app.extensions import db
-from journeys import accounts, providers
+from journeys import accounts, providers, suppressions
 from journeys.channel_models import ProviderAccount, Suppression
-from members import audit
-from members.errors import InvalidField, InvalidFields
-from members.fields import mask_phone, normalise_phone
+from members.errors import InvalidFields
 
 blp = Blueprint(
     "providers",
@@ -214,17 +211,7 @@ class AccountByName(MethodView):
     @blp.response(204)
     def delete(self, name: str):
         """Remove an account (messages it carried keep its name)."""
-        account = _account_or_404(name)
-        audit.record(
-            db.session,
-            actor=api_actor(),
-            action="provider_account.delete",
-            target_type="provider_account",
-            target_id=name,
-            details={"kind": account.kind},
-            now=clock.now(),
-        )
-        db.session.delete(account)
+        accounts.remove(db.session, _account_or_404(name), actor=api_actor(), now=clock.now())
         db.session.commit()
 
 
@@ -281,27 +268,14 @@ class Suppressions(MethodView):
     @blp.response(201, SuppressionOut)
     def post(self, body):
         """Add an address; whatever the member's consent, nothing goes to it."""
-        address = body["address"].strip()
-        if body["channel"] == "sms":
-            try:
-                address = normalise_phone(address)
-            except InvalidField as exc:
-                abort(422, errors={"json": {"address": [exc.message]}})
-        row = Suppression(
-            channel=body["channel"],
-            address=address,
-            reason=body["reason"],
-            source="api",
-            created_at=clock.now(),
-            created_by=api_actor(),
-        )
-        db.session.add(row)
         try:
-            db.session.flush()
-        except IntegrityError:
-            db.session.rollback()
+            row = suppressions.add(
+                db.session, **body, source="api", actor=api_actor(), now=clock.now()
+            )
+        except InvalidFields as exc:
+            _invalid(exc)
+        except suppressions.AlreadyListed:
             abort(409, message="this address is on the list already")
-        _audit_suppression("suppression.add", row)
         db.session.commit()
         return row
 
@@ -316,21 +290,5 @@ class SuppressionById(MethodView):
         row = db.session.get(Suppression, suppression_id)
         if row is None:
             abort(404, message=f"no suppression {suppression_id}")
-        _audit_suppression("suppression.remove", row)
-        db.session.delete(row)
+        suppressions.remove(db.session, row, actor=api_actor(), now=clock.now())
         db.session.commit()
-
-
-def _audit_suppression(action: str, row: Suppression) -> None:
-    audit.record(
-        db.session,
-        actor=api_actor(),
-        action=action,
-        target_type="suppression",
-        target_id=row.channel,
-        details={
-            "address": mask_phone(row.address) if row.channel == "sms" else "(token)",
-            "reason": row.reason,
-        },
-        now=clock.now(),
-    )

@@ -10,18 +10,15 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from app import clock, vault
 from app.auth.models import Role
 from app.auth.web import role_required
 from app.extensions import db
 from app.web import bp, programme
-from journeys import accounts, policies, providers
+from journeys import accounts, policies, providers, suppressions
 from journeys.channel_models import ProviderAccount, Suppression
-from members import audit
-from members.errors import InvalidField, InvalidFields
-from members.fields import mask_phone, normalise_phone
+from members.errors import InvalidFields
 
 NUMBERS = ("daily_cap", "weekly_cap", "cap_patience_days")
 TEXTS = ("quiet_start", "quiet_end", "signature", "opt_out_cn", "opt_out_other")
@@ -81,10 +78,7 @@ def _render_providers(suppression_errors: dict[str, str] | None = None, status: 
             "providers.html",
             accounts=[accounts.describe(row) for row in rows],
             kinds=kinds,
-            suppressions=[
-                (row, mask_phone(row.address) if row.channel == "sms" else row.address[:12] + "…")
-                for row in listed
-            ],
+            suppressions=[(row, suppressions.shown(row)) for row in listed],
             suppression_errors=suppression_errors or {},
             form=request.form if suppression_errors else {},
             is_admin=current_user.role == Role.ADMIN,
@@ -163,16 +157,7 @@ def edit_provider(name: str | None = None):
 
 
 def _delete_provider(account: ProviderAccount):
-    audit.record(
-        db.session,
-        actor=_actor(),
-        action="provider_account.delete",
-        target_type="provider_account",
-        target_id=account.name,
-        details={"kind": account.kind},
-        now=clock.now(),
-    )
-    db.session.delete(account)
+    accounts.remove(db.session, account, actor=_actor(), now=clock.now())
     db.session.commit()
     flash(_("Provider account %(name)s removed.", name=account.name), "success")
     return redirect(url_for("web.provider_accounts"))
@@ -184,50 +169,22 @@ def add_suppression():
     if not programme.can_edit():
         abort(403)
     form = request.form
-    channel = form.get("channel", "sms")
-    address = (form.get("address") or "").strip()
-    reason = (form.get("reason") or "").strip()
-    errors: dict[str, str] = {}
-    if channel not in ("sms", "push"):
-        errors["channel"] = _("choose SMS or app push")
-    if channel == "sms":
-        try:
-            address = normalise_phone(address)
-        except InvalidField as exc:
-            errors["address"] = exc.message
-    elif not address or len(address) > 512:
-        errors["address"] = _("the device's push token")
-    if not reason or len(reason) > 200:
-        errors["reason"] = _("say why, in at most 200 characters")
-    if errors:
-        return _render_providers(errors, status=400)
-    db.session.add(
-        Suppression(
-            channel=channel,
-            address=address,
-            reason=reason,
-            source="page",
-            created_at=clock.now(),
-            created_by=_actor(),
-        )
-    )
     try:
-        db.session.flush()
-    except IntegrityError:
+        suppressions.add(
+            db.session,
+            channel=form.get("channel", "sms"),
+            address=form.get("address", ""),
+            reason=form.get("reason", ""),
+            source="page",
+            actor=_actor(),
+            now=clock.now(),
+        )
+    except InvalidFields as exc:
+        db.session.rollback()
+        return _render_providers(exc.errors, status=400)
+    except suppressions.AlreadyListed:
         db.session.rollback()
         return _render_providers({"address": _("this address is on the list already")}, 409)
-    audit.record(
-        db.session,
-        actor=_actor(),
-        action="suppression.add",
-        target_type="suppression",
-        target_id=channel,
-        details={
-            "address": mask_phone(address) if channel == "sms" else "(token)",
-            "reason": reason,
-        },
-        now=clock.now(),
-    )
     db.session.commit()
     flash(_("Added to the suppression list."), "success")
     return redirect(url_for("web.provider_accounts"))
@@ -241,16 +198,7 @@ def remove_suppression(suppression_id: int):
     row = db.session.get(Suppression, suppression_id)
     if row is None:
         abort(404)
-    audit.record(
-        db.session,
-        actor=_actor(),
-        action="suppression.remove",
-        target_type="suppression",
-        target_id=row.channel,
-        details={"address": mask_phone(row.address) if row.channel == "sms" else "(token)"},
-        now=clock.now(),
-    )
-    db.session.delete(row)
+    suppressions.remove(db.session, row, actor=_actor(), now=clock.now())
     db.session.commit()
     flash(_("Removed from the suppression list."), "success")
     return redirect(url_for("web.provider_accounts"))

@@ -386,21 +386,25 @@ def test_redis_flushed_mid_run_loses_and_doubles_nothing(own_redis):
     queued are gone, but the database is the truth, and the periodic reconciler
     (``deliver_messages``) sends what is left. Every message sent exactly once."""
     app, workers = own_redis
-    # Each job takes batches for 0.2 s only: the backlog needs all ten jobs.
-    worker = workers.start(TEST_BATCH=BATCH, TEST_BUDGET="0.2")
-    with fake_twilio(delay=0.005) as fake:
+    # Each job sends for half a second only (then puts back what it did not start):
+    # the backlog needs several of the ten jobs.
+    worker = workers.start(TEST_BATCH=BATCH, TEST_BUDGET="0.5")
+    with fake_twilio(delay=0.02) as fake:
         keys = _arrange(app, 400, fake.url)
         _enqueue(app, jobs.deliver_more, times=10)
-        fake.at(80, get_redis(app).flushall)
+        fake.at(40, get_redis(app).flushall)
         workers.go(worker)
         workers.until_round(worker, 1)
         assert fake.triggered.is_set()
         assert Queue(queues.HIGH, connection=get_redis(app)).count == 0
         queued = _statuses(app).get(MessageStatus.QUEUED.value, 0)
         assert queued > 0, "the worker finished before the flush: nothing was at stake"
-        _enqueue(app, jobs.deliver_messages)
-        workers.go(worker)
         workers.finish(worker)
+        # The next minute's reconciler, on a worker with the usual budget.
+        reconciler = workers.start(TEST_BATCH=BATCH)
+        _enqueue(app, jobs.deliver_messages)
+        workers.go(reconciler)
+        workers.finish(reconciler)
     _assert_each_sent_once(app, keys, fake, workers)
 
 
