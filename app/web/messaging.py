@@ -16,11 +16,13 @@ from app import clock
 from app.extensions import db
 from app.web import bp
 from app.web.programme import EDITORS
-from journeys import delivery, policies, render, templates
+from journeys import delivery, engine, policies, render, templates
 from journeys.definition import CHANNELS
 from journeys.models import Journey, MessageStatus, MessageTemplate
 from members import audit
 from members.fields import mask_phone
+from members.lifecycle import MemberFeatures
+from members.member import Member
 
 REASONS = {
     "erased": "the member was erased",
@@ -103,13 +105,9 @@ def edit_template(key: str | None = None):
         errors = _check(values, creating=found is None)
         if not errors:
             try:
-                shown = templates.preview(
-                    values["body"],
-                    channel=values["channel"],
-                    title=values["title"] or None,
-                    style=policies.SETTING.load(db.session)[0].sms_style,
-                    approved=_approved(values),
-                )
+                shown = _preview(values, form.get("preview_member", ""))
+            except LookupError as exc:
+                errors["preview_member"] = str(exc)
             except render.RenderError as exc:
                 errors["body"] = str(exc)
         if not errors and form.get("action") == "save":
@@ -165,14 +163,8 @@ def live_preview():
     if found:
         return {"error": "; ".join(found.values())}
     try:
-        shown = templates.preview(
-            values["body"],
-            channel=values["channel"],
-            title=values["title"] or None,
-            style=policies.SETTING.load(db.session)[0].sms_style,
-            approved=_approved(values),
-        )
-    except (templates.TemplateProblems, render.RenderError) as exc:
+        shown = _preview(values, form.get("preview_member", ""))
+    except (templates.TemplateProblems, render.RenderError, LookupError) as exc:
         return {"error": str(exc)}
     counter = ""
     if shown["segments"] is not None:
@@ -183,6 +175,31 @@ def live_preview():
             s=shown["segments"],
         )
     return {"text": shown["text"], "title": shown["title"], "counter": counter}
+
+
+def _preview(values: dict[str, Any], member_key: str) -> dict[str, Any]:
+    """The text for the member named (by external id), or for the sample member;
+    LookupError naming an unknown member."""
+    variables, phone = dict(templates.SAMPLE), "+8613800000000"
+    member_key = (member_key or "").strip()
+    if member_key:
+        member = db.session.scalar(
+            select(Member).where(Member.external_id == member_key, Member.erased_at.is_(None))
+        )
+        if member is None:
+            raise LookupError(_("no member %(m)s", m=member_key))
+        features = db.session.get(MemberFeatures, member.id)
+        variables["member"] = engine.member_variables(db.session, member, features, clock.now())
+        phone = member.phone or phone
+    return templates.preview(
+        values["body"],
+        channel=values["channel"],
+        variables=variables,
+        title=values["title"] or None,
+        phone=phone,
+        style=policies.SETTING.load(db.session)[0].sms_style,
+        approved=_approved(values),
+    )
 
 
 def _params_text(params: dict[str, str] | None) -> str:

@@ -99,3 +99,23 @@ def test_the_live_preview_answers_as_the_marketer_types(client, marketer):
     assert approved["text"].startswith("【会员中心】王芳您好")
     page = client.get("/templates/new").get_data(as_text=True)
     assert "template_preview.js" in page and 'aria-live="polite"' in page
+
+
+def test_preview_for_a_chosen_member(client, marketer, session):
+    session.add(Member(external_id="m-li", name="李娜", phone="+447700900123", points_balance=88))
+    session.commit()
+    body = "{{ member.name }}，积分{{ member.points_balance }}"
+    shown = _post(
+        client, "/templates/preview", marketer, channel="sms", body=body, preview_member="m-li"
+    ).json
+    # Her own name and points, and the opt-out text of her (UK) number.
+    assert shown["text"] == "【会员中心】李娜，积分88 Reply STOP to opt out"
+    unknown = _post(
+        client, "/templates/preview", marketer, channel="sms", body=body, preview_member="nobody"
+    ).json
+    assert "no member nobody" in unknown["error"]
+    form = {"key": "pts", "name": "Points", "channel": "sms", "body": body, "action": "preview"}
+    page = _post(client, "/templates/new", marketer, **form, preview_member="m-li")
+    assert "李娜，积分88" in page.get_data(as_text=True)
+    missing = _post(client, "/templates/new", marketer, **form, preview_member="nobody")
+    assert missing.status_code == 400
