@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import clock
 from app.api.auth import BEARER_DOC, api_actor, require_scope
-from app.api.blueprint import Blueprint, page_of
+from app.api.blueprint import Blueprint, page_of, refuse
 from app.api.members import member_or_404
 from app.auth.models import Scope
 from app.extensions import db
@@ -261,7 +261,7 @@ def _out(journey: Journey) -> dict[str, Any]:
 
 def _invalid(exc: InvalidFields) -> None:
     db.session.rollback()
-    abort(422, errors={"json": {field: [message] for field, message in exc.errors.items()}})
+    refuse(exc.errors)
 
 
 def _commit_or_abort(change) -> Any:

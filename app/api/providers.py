@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from app import clock, vault
 from app.api.auth import BEARER_DOC, api_actor, require_scope
-from app.api.blueprint import Blueprint, page_of
+from app.api.blueprint import Blueprint, page_of, refuse
 from app.auth.models import Scope
 from app.extensions import db
 from journeys import accounts, providers, suppressions
@@ -107,10 +107,6 @@ class KindOut(Schema):
     fields_ = fields.List(fields.Nested(FieldOut), data_key="fields")
 
 
-def _invalid(exc: InvalidFields) -> None:
-    abort(422, errors={"json": {k: [v] for k, v in exc.errors.items()}})
-
-
 def _shown(account: ProviderAccount) -> dict:
     """An account as this key may see it: the callback address (the only guard on an
     unsigned provider's receipts and replies) only for admin keys."""
@@ -170,7 +166,7 @@ class Accounts(MethodView):
                 db.session, vault.current(), body, actor=api_actor(), now=clock.now()
             )
         except InvalidFields as exc:
-            _invalid(exc)
+            refuse(exc.errors)
         db.session.commit()
         return accounts.describe(account)
 
@@ -202,7 +198,7 @@ class AccountByName(MethodView):
                 account=account,
             )
         except InvalidFields as exc:
-            _invalid(exc)
+            refuse(exc.errors)
         db.session.commit()
         return accounts.describe(account)
 
@@ -273,7 +269,7 @@ class Suppressions(MethodView):
                 db.session, **body, source="api", actor=api_actor(), now=clock.now()
             )
         except InvalidFields as exc:
-            _invalid(exc)
+            refuse(exc.errors)
         except suppressions.AlreadyListed:
             abort(409, message="this address is on the list already")
         db.session.commit()

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import clock
 from app.api.auth import BEARER_DOC, api_actor, require_scope
-from app.api.blueprint import Blueprint
+from app.api.blueprint import Blueprint, refuse
 from app.auth.models import Scope
 from app.extensions import db
 from journeys import control, policies
@@ -189,7 +189,7 @@ def _parse(body: dict[str, Any]) -> stages.StageRules:
     try:
         return stages.parse(document)
     except InvalidFields as exc:
-        _invalid(exc)
+        refuse(exc.errors)
 
 
 def _save(save, value: Any, expected_version: int | None) -> None:
@@ -206,10 +206,6 @@ def _save(save, value: Any, expected_version: int | None) -> None:
     except IntegrityError:  # the first version saved by another request just now
         db.session.rollback()
         abort(409, message="it was changed at the same time: read it again")
-
-
-def _invalid(exc: InvalidFields) -> None:
-    abort(422, errors={"json": {field: [message] for field, message in exc.errors.items()}})
 
 
 def _current(owner: Any) -> dict[str, Any]:
@@ -323,7 +319,7 @@ class TierLadderView(MethodView):
         try:
             ladder = tiers.parse(document)
         except InvalidFields as exc:
-            _invalid(exc)
+            refuse(exc.errors)
         _save(tiers.save, ladder, body["version"])
         return _current(tiers)
 
@@ -421,7 +417,7 @@ class PointsRulesView(MethodView):
         try:
             rules = points.parse(document)
         except InvalidFields as exc:
-            _invalid(exc)
+            refuse(exc.errors)
         _save(points.save, rules, body["version"])
         return _current(points)
 
@@ -484,7 +480,7 @@ class GlobalControlView(MethodView):
         try:
             changed = control.parse({"percent": body["percent"], "salt": group.salt})
         except InvalidFields as exc:
-            _invalid(exc)
+            refuse(exc.errors)
         _save(control.SETTING.save, changed, body["version"])
         return _control_group()
 
@@ -545,6 +541,6 @@ class SendPoliciesView(MethodView):
         try:
             value = policies.parse(document)
         except InvalidFields as exc:
-            _invalid(exc)
+            refuse(exc.errors)
         _save(policies.SETTING.save, value, body["version"])
         return _current(policies)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import clock, vault
 from app.api.auth import BEARER_DOC, api_actor, api_key_identity, require_scope
-from app.api.blueprint import Blueprint, page_of
+from app.api.blueprint import Blueprint, page_of, refuse
 from app.api.members import member_or_404
 from app.auth.models import Scope
 from app.extensions import db, limiter
@@ -165,7 +165,7 @@ def _checked(body: dict[str, Any]) -> None:
     if body.get("sms_template_code") and body["channel"] != "sms":
         found["sms_template_code"] = "only SMS templates are bound to approved templates"
     if found:
-        abort(422, errors={"json": {field: [message] for field, message in found.items()}})
+        refuse(found)
 
 
 def _out(template: MessageTemplate) -> dict[str, Any]:
@@ -289,7 +289,7 @@ class Preview(MethodView):
                 "SMS_000", body["sms_approved_text"], body["sms_params"] or {}
             )
             if found:
-                abort(422, errors={"json": {k: [v] for k, v in found.items()}})
+                refuse(found)
             approved = (body["sms_approved_text"], body["sms_params"] or {})
         try:
             return templates.preview(
@@ -397,6 +397,6 @@ def send_test(template: MessageTemplate, body: dict[str, Any], *, actor: str) ->
             now=clock.now(),
         )
     except InvalidFields as exc:
-        abort(422, errors={"json": {k: [v] for k, v in exc.errors.items()}})
+        refuse(exc.errors)
     db.session.commit()
     return answer

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from app import clock, vault
 from app.api.auth import BEARER_DOC, api_actor, require_scope
-from app.api.blueprint import Blueprint, page_of
+from app.api.blueprint import Blueprint, page_of, refuse
 from app.auth.models import Scope
 from app.extensions import db
 from journeys import webhook_endpoints as endpoints
@@ -150,7 +150,7 @@ def _change(action) -> Any:
         result = action()
     except InvalidFields as exc:
         db.session.rollback()
-        abort(422, errors={"json": {field: [message] for field, message in exc.errors.items()}})
+        refuse(exc.errors)
     db.session.commit()
     return result
 
