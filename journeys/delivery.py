@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from journeys import accounts, providers, webhooks_out
 from journeys.channel_models import ProviderAccount, Suppression
 from journeys.models import Enrollment, Journey, Message, MessageStatus, MessageTemplate
-from journeys.policies import CHANNEL_CONSENT, SETTING, Usage, evaluate
+from journeys.policies import CHANNEL_CONSENT, SETTING, Usage, evaluate, refusal
 from journeys.providers.base import Outcome, Outgoing, Result
 from journeys.templates import compose_sms
 from journeys.vault import SecretUnreadable, Vault
@@ -390,15 +390,8 @@ def _still_allowed(session: Session, chunk: list[Any], now: dt.datetime, result)
             ).where(Member.id.in_({row.member_id for row in marketing}))
         )
     }
-    stopped = []
-    for row in marketing:
-        member = members.get(row.member_id)
-        if member is None or member.erased_at is not None:
-            stopped.append((row, "erased"))
-        elif not getattr(member, CHANNEL_CONSENT[row.channel]):
-            stopped.append((row, f"no_consent:{row.channel}"))
-        elif not member.personalised_marketing:
-            stopped.append((row, "refused_personalised_marketing"))
+    refused = ((row, refusal(row, members.get(row.member_id))) for row in marketing)
+    stopped = [(row, reason) for row, reason in refused if reason]
     for row, reason in stopped:
         session.execute(
             update(Message)

@@ -197,6 +197,20 @@ def in_mainland(member) -> bool:
     return member.timezone in MAINLAND_ZONES
 
 
+def refusal(message, member) -> str | None:
+    """What the member said that forbids the message (policies 1 and 2, read at the
+    claim and again just before the call): erased, no consent for the channel, or a
+    refusal of personalised marketing."""
+    if member is None or member.erased_at is not None:
+        return "erased"
+    if message.channel in CHANNEL_CONSENT and not message.transactional:
+        if not getattr(member, CHANNEL_CONSENT[message.channel]):
+            return f"no_consent:{message.channel}"
+        if not member.personalised_marketing:
+            return "refused_personalised_marketing"
+    return None
+
+
 def evaluate(
     message,
     member,
@@ -211,15 +225,10 @@ def evaluate(
 
     ``suppressed``: its address is on the suppression list; ``cross_border``: the
     provider it would go through stores data outside mainland China."""
-    if member is None or member.erased_at is not None:
-        return Hold(MessageStatus.SUPPRESSED, "erased")
-    messaging = message.channel in CHANNEL_CONSENT
-    marketing = messaging and not message.transactional
-    if marketing:
-        if not getattr(member, CHANNEL_CONSENT[message.channel]):
-            return Hold(MessageStatus.SUPPRESSED, f"no_consent:{message.channel}")
-        if not member.personalised_marketing:
-            return Hold(MessageStatus.SUPPRESSED, "refused_personalised_marketing")
+    refused = refusal(message, member)
+    if refused:
+        return Hold(MessageStatus.SUPPRESSED, refused)
+    marketing = message.channel in CHANNEL_CONSENT and not message.transactional
     if cross_border and in_mainland(member) and not member.cross_border_consent:
         return Hold(MessageStatus.SUPPRESSED, "no_cross_border_consent")
     if suppressed:
