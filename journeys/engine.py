@@ -1349,6 +1349,16 @@ def split_branch(journey_id: int, step_id: str, member_id: int, step: Mapping[st
 EXPIRING_WITHIN = dt.timedelta(days=30)
 
 
+def preview_variables(session: Session, member: Any | None, now: dt.datetime) -> dict[str, Any]:
+    """A template's variables for a preview or a test: the sample member's, or, with
+    ``member``, that member's own (benefit and context stay the sample's)."""
+    variables = dict(templates.SAMPLE)
+    if member is not None:
+        features = session.get(MemberFeatures, member.id)
+        variables["member"] = member_variables(session, member, features, now)
+    return variables
+
+
 def member_variables(
     session: Session, member: Any, features: Any, now: dt.datetime
 ) -> dict[str, Any]:

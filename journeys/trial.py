@@ -13,13 +13,73 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from journeys import accounts, policies
+from journeys import accounts, engine, policies, render, templates
 from journeys.channel_models import Suppression
+from journeys.models import MessageTemplate
 from journeys.providers.base import Outcome, Outgoing, Result
 from journeys.vault import SecretUnreadable, Vault
 from members import audit
-from members.errors import InvalidFields
-from members.fields import mask_phone
+from members.errors import InvalidField, InvalidFields
+from members.fields import mask_phone, normalise_phone
+
+
+def send_template(
+    session: Session,
+    vault: Vault,
+    template: MessageTemplate,
+    *,
+    to: str,
+    member=None,
+    actor: str,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """Test-send a saved template, rendered for ``member`` (the sample member when
+    None), to the phone or push token ``to``; InvalidFields names what is wrong."""
+    field = "phone" if template.channel == "sms" else "push_token"
+    if not (to or "").strip():
+        raise InvalidFields(
+            {
+                field: "the phone number to send the test to"
+                if field == "phone"
+                else "the device's push token"
+            }
+        )
+    if template.channel == "sms":
+        try:
+            to = normalise_phone(to)
+        except InvalidField as exc:
+            raise InvalidFields({field: exc.message}) from None
+    else:
+        to = to.strip()
+    variables = engine.preview_variables(session, member, now)
+    approved = None
+    if template.sms_template_code and template.sms_approved_text:
+        approved = (template.sms_approved_text, template.sms_params or {})
+    try:
+        shown = templates.preview(
+            template.body,
+            channel=template.channel,
+            variables=variables,
+            title=template.title,
+            phone=to if template.channel == "sms" else None,
+            style=policies.SETTING.load(session)[0].sms_style,
+            approved=approved,
+        )
+        params = templates.render_params(template.sms_params or {}, variables)
+    except (templates.TemplateProblems, render.RenderError) as exc:
+        raise InvalidFields({"body": str(exc)}) from None
+    return send(
+        session,
+        vault,
+        channel=template.channel,
+        to=to,
+        text=shown["text"],
+        title=shown["title"],
+        template_code=template.sms_template_code,
+        params=params,
+        actor=actor,
+        now=now,
+    )
 
 
 def send(

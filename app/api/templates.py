@@ -22,9 +22,7 @@ from journeys import engine, policies, render, templates, trial
 from journeys.definition import CHANNELS
 from journeys.models import MessageTemplate
 from members import audit
-from members.errors import InvalidField, InvalidFields
-from members.fields import normalise_phone
-from members.lifecycle import MemberFeatures
+from members.errors import InvalidFields
 
 blp = Blueprint(
     "templates",
@@ -276,13 +274,9 @@ class Preview(MethodView):
         """The text as a member would get it (a sample member unless one is named),
         with an SMS's length and segments; a template that does not lint is a 422
         naming the line."""
-        variables = dict(templates.SAMPLE)
-        phone = "+8613800000000"
-        if body["member"]:
-            member = member_or_404(body["member"])
-            features = db.session.get(MemberFeatures, member.id)
-            variables["member"] = engine.member_variables(db.session, member, features, clock.now())
-            phone = member.phone
+        member = member_or_404(body["member"]) if body["member"] else None
+        variables = engine.preview_variables(db.session, member, clock.now())
+        phone = member.phone if member is not None else "+8613800000000"
         approved = None
         if body["sms_approved_text"]:
             found = templates.binding_problems(
@@ -350,49 +344,16 @@ class TestSend(MethodView):
 
 
 def send_test(template: MessageTemplate, body: dict[str, Any], *, actor: str) -> dict[str, Any]:
-    """A test send of ``template`` (the API and the editor page); 422 naming the field."""
-    if template.channel == "sms":
-        if not body.get("phone"):
-            abort(422, errors={"json": {"phone": ["the phone number to send the test to"]}})
-        try:
-            to = normalise_phone(body["phone"])
-        except InvalidField as exc:
-            abort(422, errors={"json": {"phone": [exc.message]}})
-    else:
-        to = (body.get("push_token") or "").strip()
-        if not to:
-            abort(422, errors={"json": {"push_token": ["the device's push token"]}})
-    variables = dict(templates.SAMPLE)
-    if body.get("member"):
-        member = member_or_404(body["member"])
-        features = db.session.get(MemberFeatures, member.id)
-        variables["member"] = engine.member_variables(db.session, member, features, clock.now())
-    approved = None
-    if template.sms_template_code and template.sms_approved_text:
-        approved = (template.sms_approved_text, template.sms_params or {})
+    """A test send of ``template``; 422 naming the field."""
+    member = member_or_404(body["member"]) if body.get("member") else None
+    to = body.get("phone") if template.channel == "sms" else body.get("push_token")
     try:
-        shown = templates.preview(
-            template.body,
-            channel=template.channel,
-            variables=variables,
-            title=template.title,
-            phone=to if template.channel == "sms" else None,
-            style=policies.SETTING.load(db.session)[0].sms_style,
-            approved=approved,
-        )
-        params = templates.render_params(template.sms_params or {}, variables)
-    except (templates.TemplateProblems, render.RenderError) as exc:
-        abort(422, errors={"json": {"body": [str(exc)]}})
-    try:
-        answer = trial.send(
+        answer = trial.send_template(
             db.session,
             vault.current(),
-            channel=template.channel,
-            to=to,
-            text=shown["text"],
-            title=shown["title"],
-            template_code=template.sms_template_code,
-            params=params,
+            template,
+            to=to or "",
+            member=member,
             actor=actor,
             now=clock.now(),
         )

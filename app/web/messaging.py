@@ -10,18 +10,17 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from sqlalchemy import select
-from werkzeug.exceptions import UnprocessableEntity
 
-from app import clock
+from app import clock, vault
 from app.extensions import db
 from app.web import bp
 from app.web.programme import EDITORS
-from journeys import delivery, engine, policies, render, templates
+from journeys import delivery, engine, policies, render, templates, trial
 from journeys.definition import CHANNELS
 from journeys.models import Journey, MessageStatus, MessageTemplate
 from members import audit
+from members.errors import InvalidFields
 from members.fields import mask_phone
-from members.lifecycle import MemberFeatures
 from members.member import Member
 
 REASONS = {
@@ -180,7 +179,7 @@ def live_preview():
 def _preview(values: dict[str, Any], member_key: str) -> dict[str, Any]:
     """The text for the member named (by external id), or for the sample member;
     LookupError naming an unknown member."""
-    variables, phone = dict(templates.SAMPLE), "+8613800000000"
+    member, phone = None, "+8613800000000"
     member_key = (member_key or "").strip()
     if member_key:
         member = db.session.scalar(
@@ -188,9 +187,8 @@ def _preview(values: dict[str, Any], member_key: str) -> dict[str, Any]:
         )
         if member is None:
             raise LookupError(_("no member %(m)s", m=member_key))
-        features = db.session.get(MemberFeatures, member.id)
-        variables["member"] = engine.member_variables(db.session, member, features, clock.now())
         phone = member.phone or phone
+    variables = engine.preview_variables(db.session, member, clock.now())
     return templates.preview(
         values["body"],
         channel=values["channel"],
@@ -246,15 +244,21 @@ def _stored_values(found: MessageTemplate) -> dict[str, Any]:
 
 def _test_send(found: MessageTemplate, phone: str, errors: dict[str, str]) -> dict | None:
     """Send the saved template to the phone (or push token) the marketer entered."""
-    from app.api.templates import send_test  # one test send for the API and this page
-
-    field = "phone" if found.channel == "sms" else "push_token"
     try:
-        return send_test(found, {field: phone.strip()}, actor=f"user:{current_user.email}")
-    except UnprocessableEntity as exc:
-        found_errors = getattr(exc, "data", {}).get("errors", {}).get("json", {})
-        errors["test_phone"] = "; ".join(m for v in found_errors.values() for m in v) or str(exc)
+        answer = trial.send_template(
+            db.session,
+            vault.current(),
+            found,
+            to=phone,
+            actor=f"user:{current_user.email}",
+            now=clock.now(),
+        )
+    except InvalidFields as exc:
+        db.session.rollback()
+        errors["test_phone"] = "; ".join(exc.errors.values())
         return None
+    db.session.commit()
+    return answer
 
 
 def _sample(values: dict[str, Any]) -> dict[str, Any] | None:
