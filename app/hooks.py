@@ -44,24 +44,23 @@ def _answer(provider):
 @bp.post("/<string(maxlength=64):token>/receipts")
 def provider_receipts(token: str):
     """A provider's delivery receipts for messages Tenure sent through it."""
-    account, provider = _provider(token)
-    try:
-        reports = provider.receipts(_callback())
-    except BadSignature as exc:
-        abort(403, f"not a genuine {provider.label} receipt: {exc}")
-    receipts.record_reports(db.session, account, reports, now=clock.now())
-    db.session.commit()
-    return _answer(provider)
+    return _take(token, "receipts", receipts.record_reports)
 
 
 @bp.post("/<string(maxlength=64):token>/replies")
 def provider_replies(token: str):
     """SMS replies from members; "TD", "退订", "STOP"... withdraw SMS consent at once."""
+    return _take(token, "replies", receipts.record_replies)
+
+
+def _take(token: str, what: str, record):
+    """Read the callback with the account's provider (403 if it is not genuine), record
+    what it says, and answer as the provider expects."""
     account, provider = _provider(token)
     try:
-        replies = provider.replies(_callback())
+        items = getattr(provider, what)(_callback())
     except BadSignature as exc:
-        abort(403, f"not a genuine {provider.label} reply: {exc}")
-    receipts.record_replies(db.session, account, replies, now=clock.now())
+        abort(403, f"not genuine {provider.label} {what}: {exc}")
+    record(db.session, account, items, now=clock.now())
     db.session.commit()
     return _answer(provider)
