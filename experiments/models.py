@@ -7,7 +7,7 @@ import enum
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from members.db import Base, BigId, utcnow
@@ -34,6 +34,10 @@ class Experiment(Base):
     primary_metric: Mapped[str] = mapped_column(String(64), default="retention_90d")
     guardrail_metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     minimum_detectable_effect: Mapped[Decimal | None]
+    # How results are read: mode (fixed, group_sequential, always_valid), planned looks,
+    # alpha, power, the winsorising percentile, the multiple-testing correction.
+    design: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_by: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]
     stopped_at: Mapped[dt.datetime | None]
@@ -71,6 +75,10 @@ class Assignment(Base):
     bucket: Mapped[int | None]
     source: Mapped[str] = mapped_column(String(16), default="hash")  # hash | import
     assigned_at: Mapped[dt.datetime]
+    # Where the member stood when assigned, for breakdowns (imports leave them empty).
+    stage: Mapped[str | None] = mapped_column(String(32))
+    tier: Mapped[str | None] = mapped_column(String(64))
+    region: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (UniqueConstraint("experiment_id", "member_id"),)
 
@@ -83,7 +91,8 @@ class Exposure(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(32))  # benefit_granted | message_delivered
-    ref: Mapped[str | None] = mapped_column(String(128))
+    ref: Mapped[str] = mapped_column(String(128), default="")  # the grant or message
     at: Mapped[dt.datetime]
 
-    __table_args__ = (Index(None, "assignment_id"),)
+    # The same grant or delivery is one exposure, however often it is reported.
+    __table_args__ = (UniqueConstraint("assignment_id", "kind", "ref"),)

@@ -16,20 +16,25 @@ import dataclasses
 import datetime as dt
 import re
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from croniter import CroniterError, croniter
 
+from experiments import benefits
 from journeys import audience, graph
 from journeys.conditions import ConditionError, Kind, parse
+from members.checking import Errors as _Errors
+from members.checking import choice as _choice
+from members.checking import integer as _integer
+from members.checking import number as _number
+from members.checking import text as _text
 
 CHANNELS = ("sms", "push")
 STAGE_TRIGGERS = audience.STAGES
 DATE_FIELDS = ("birthday", "joined", "points_expiry")
 REENTRY = ("never", "after_days", "always")
 GOAL_EXITS = ("never", "on_conversion", "when_unmatched", "either")
-BENEFITS = ("coupon", "points", "multiplier", "free_shipping", "service")
 MAX_HOLDOUT = Decimal(50)
 TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -62,11 +67,6 @@ class Known:
     experiments: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     journeys: frozenset[str] = frozenset()  # keys of other journeys (for hand-offs)
     tiers: tuple[str, ...] = ()
-
-
-class _Errors(dict[str, str]):
-    def add(self, where: str, message: str) -> None:
-        self.setdefault(where, message)
 
 
 def check(data: Any, known: Known, *, key: str | None = None) -> tuple[dict[str, Any], dict]:
@@ -107,46 +107,6 @@ def _object(value: Any, where: str, errors: _Errors, *, required: bool = True) -
     return value
 
 
-def _choice(data: Mapping, name: str, where: str, options: tuple, errors: _Errors, default=None):
-    value = data.get(name, default)
-    if value not in options:
-        errors.add(f"{where}.{name}", f"must be one of {', '.join(map(str, options))}")
-        return default
-    return value
-
-
-def _integer(
-    data: Mapping, name: str, where: str, errors: _Errors, *, low: int, high: int, default=None
-) -> int | None:
-    value = data.get(name)
-    if value is None:  # absent or null: the default
-        return default
-    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,9}\s*", value):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        errors.add(f"{where}.{name}", f"must be a whole number from {low} to {high}")
-        return default
-    return value
-
-
-def _number(
-    data: Mapping, name: str, where: str, errors: _Errors, *, low: Decimal, high: Decimal
-) -> str | None:
-    value = data.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        if isinstance(value, bool):
-            raise InvalidOperation
-        number = Decimal(str(value))
-    except InvalidOperation:
-        number = Decimal("NaN")
-    if not number.is_finite() or not low <= number <= high:
-        errors.add(f"{where}.{name}", f"must be a number from {low} to {high}")
-        return None
-    return f"{number:.0f}" if number == number.to_integral() else f"{number:.2f}"
-
-
 def _time(data: Mapping, name: str, where: str, errors: _Errors, default=None) -> str | None:
     value = data.get(name)
     if value is None:  # absent or null: the default
@@ -154,19 +114,6 @@ def _time(data: Mapping, name: str, where: str, errors: _Errors, default=None) -
     if not isinstance(value, str) or not TIME.fullmatch(value):
         errors.add(f"{where}.{name}", "must be a time of day as HH:MM, e.g. 10:00")
         return default
-    return value
-
-
-def _text(data: Mapping, name: str, where: str, errors: _Errors, *, pattern=None, max_len=200):
-    value = data.get(name)
-    if not isinstance(value, str) or not value.strip():
-        errors.add(f"{where}.{name}", "is required")
-        return None
-    value = value.strip()
-    if len(value) > max_len or (pattern is not None and not pattern.fullmatch(value)):
-        hint = "lower-case letters, digits, _ and ." if pattern is not None else ""
-        errors.add(f"{where}.{name}", f"at most {max_len} characters {hint}".strip())
-        return None
     return value
 
 
@@ -409,7 +356,7 @@ def _step(
                     errors.add(f"{where}.variants", f"the experiment has no {', '.join(extra)}")
         clean.update(experiment=experiment, variants=dict(variants))
     elif kind == "grant":
-        clean.update(_benefit(data, where, errors))
+        clean.update(benefits.clean(data, where, errors))
     elif kind == "update_attribute":
         attribute = _text(data, "attribute", where, errors, pattern=NAME, max_len=64)
         value = data.get("value")
@@ -454,35 +401,3 @@ def _check_branch(
         return
     if window is None and "events_in_window" in repr(parsed):
         errors.add(f"{where}.window", "events_in_window needs a window: an event and days")
-
-
-def _benefit(data: Mapping, where: str, errors: _Errors) -> dict[str, Any]:
-    benefit = _choice(data, "benefit", where, BENEFITS, errors)
-    clean: dict[str, Any] = {"benefit": benefit}
-    expires = {"low": 1, "high": 365}
-    if benefit == "coupon":
-        clean["value"] = _number(
-            data, "value", where, errors, low=Decimal("0.01"), high=Decimal(100_000)
-        )
-        if clean["value"] is None:
-            errors.add(f"{where}.value", "give the coupon's value in yuan")
-        clean["threshold"] = _number(
-            data, "threshold", where, errors, low=Decimal(0), high=Decimal(1_000_000)
-        )
-        clean["expires_days"] = _integer(data, "expires_days", where, errors, **expires, default=7)
-    elif benefit == "points":
-        clean["points"] = _integer(data, "points", where, errors, low=1, high=1_000_000)
-        if clean["points"] is None:
-            errors.add(f"{where}.points", "give how many points")
-    elif benefit == "multiplier":
-        clean["multiplier"] = _number(
-            data, "multiplier", where, errors, low=Decimal("1.1"), high=Decimal(10)
-        )
-        if clean["multiplier"] is None:
-            errors.add(f"{where}.multiplier", "give the multiplier, e.g. 2 for double points")
-        clean["expires_days"] = _integer(data, "expires_days", where, errors, **expires, default=7)
-    elif benefit == "free_shipping":
-        clean["expires_days"] = _integer(data, "expires_days", where, errors, **expires, default=7)
-    elif benefit == "service":
-        clean["service"] = _text(data, "service", where, errors, max_len=200)
-    return clean

@@ -34,7 +34,7 @@ from croniter import croniter
 from sqlalchemy import and_, extract, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from experiments import assignment
+from experiments import assignment, benefits
 from experiments.models import Experiment
 from journeys import (
     audience,
@@ -62,7 +62,7 @@ from members import bulk, ingest, points, programme
 from members.db import try_transaction_lock
 from members.event import Event
 from members.lifecycle import MemberFeatures, TierChange, Trigger
-from members.loyalty import BenefitGrant, BenefitKind, PointsLot
+from members.loyalty import BenefitGrant, PointsLot
 from members.member import Member
 from members.tiers import SETTING as LADDER
 from members.tiers import next_tier
@@ -1242,27 +1242,17 @@ class _Batch:
             }
             self.result.grants += 1
             return
-        expires = step.get("expires_days")
-        expires_at = self.now + dt.timedelta(days=expires) if expires else None
-        value = step.get("value") or step.get("multiplier")
-        code = None
-        if benefit == "coupon":
-            code = "TN" + hashlib.sha256(key.encode()).hexdigest()[:10].upper()
-        self.grants.append(
-            {
-                "member_id": member.id,
-                "kind": BenefitKind(benefit),
-                "value": Decimal(value) if value is not None else None,
-                "threshold": Decimal(step["threshold"]) if step.get("threshold") else None,
-                "code": code,
-                "detail": step.get("service"),
-                "expires_at": expires_at,
-                "source": "journey_step",
-                "source_ref": source_ref,
-                "dedup_key": key,
-                "granted_at": self.now,
-            }
+        grant = benefits.grant_row(
+            step,
+            member_id=member.id,
+            key=key,
+            source="journey_step",
+            source_ref=source_ref,
+            now=self.now,
         )
+        self.grants.append(grant)
+        expires_at, code = grant["expires_at"], grant["code"]
+        value = step.get("value") or step.get("multiplier")
         granted = {
             "kind": benefit,
             "value": value,

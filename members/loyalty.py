@@ -91,6 +91,10 @@ class BenefitGrant(Base):
     # A journey step grants once per enrollment and step: this key is unique.
     dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     granted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # What the grant costs the shop: a coupon's value once redeemed, or the unit cost a
+    # benefit package gives for free shipping, a service or points.
+    cost: Mapped[Decimal | None]
     redeemed_at: Mapped[dt.datetime | None]
 
-    __table_args__ = (Index(None, "member_id", "granted_at"),)
+    # By code: a coupon_redeemed event names the coupon it used.
+    __table_args__ = (Index(None, "member_id", "granted_at"), Index(None, "code"))

@@ -22,6 +22,7 @@ from app.auth.web import role_required
 from app.extensions import db
 from app.web import bp
 from app.web.programme import EDITORS
+from experiments import benefits
 from experiments.models import Experiment
 from journeys import (
     audience,
@@ -548,7 +549,7 @@ def _step_page(journey, step_id, kind, values, errors, *, after=None, status=200
             journey_options=[(k, k) for k in others],
             step_types=STEP_TYPES,
             channels=definition.CHANNELS,
-            benefits=definition.BENEFITS,
+            benefits=benefits.BENEFITS,
             max_split=MAX_SPLIT,
             fields=sorted(audience.FIELDS.fixed),
         ),
