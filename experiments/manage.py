@@ -134,7 +134,7 @@ def place(
             "bucket": number,
             "source": "hash",
             "assigned_at": now,
-            "stage": member.stage.value if member.stage else None,
+            "stage": str(member.stage) if member.stage else None,
             "tier": member.tier,
             "region": member.region,
         }
@@ -180,7 +180,7 @@ def _grant(session, experiment, variant, recorded, member, package, now) -> int:
             rules, _ = points.load(session)
             outcome = points.earn(
                 session,
-                member,
+                session.get(Member, member.id),
                 benefit["points"],
                 reason=f"experiment {source_ref}",
                 now=now,

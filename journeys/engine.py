@@ -34,7 +34,7 @@ from croniter import croniter
 from sqlalchemy import and_, extract, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from experiments import assignment, benefits
+from experiments import assignment, benefits, manage
 from experiments.models import Experiment
 from journeys import (
     audience,
@@ -1121,7 +1121,7 @@ class _Batch:
         found = self.session.scalar(select(Experiment).where(Experiment.key == step["experiment"]))
         if found is None or found.status != "running":
             return experiment_fallback(step, found)
-        variant = assignment.assign(self.session, found, member.id, member.external_id, self.now)
+        variant = manage.place(self.session, found, member, now=self.now).variant
         return variant if variant in step["variants"] else experiment_fallback(step, found)
 
     def handoff(self, row, step: Mapping[str, Any], member: Member) -> str | None:

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from experiments import assignment
+from experiments import assignment, manage
 from experiments.models import Assignment, Experiment, ExperimentStatus, Variant
 from journeys import control, dry_run, engine, versions
 from journeys.models import Enrollment, MessageTemplate, StepRun
@@ -155,8 +155,8 @@ def test_an_experiment_split_assigns_once_and_the_member_follows_the_variant(ses
     variant = next((v.key for v in experiment.variants if v.id == recorded.variant_id), "holdout")
     assert outcome == variant
     # Sticky: asked again, the same answer, and still one row.
-    again = assignment.assign(session, experiment, member.id, "d-1", T0 + dt.timedelta(days=1))
-    assert again == variant
+    again = manage.place(session, experiment, member, now=T0 + dt.timedelta(days=1))
+    assert again.variant == variant and not again.new
     assert session.scalar(select(func.count()).select_from(Assignment)) == 1
 
 
