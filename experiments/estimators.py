@@ -10,6 +10,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
@@ -84,54 +85,61 @@ def welch(treated: Moments, control: Moments, *, alpha: float = 0.05) -> Lift:
 
 @dataclasses.dataclass(frozen=True)
 class CoMoments:
-    """An arm's metric y and its pre-period covariate x, as sums SQL gives."""
+    """An arm's metric y and its pre-period covariates x (a member's orders and spend in
+    the 90 days before assignment), as the sums SQL gives: n, Σy, Σy², Σx, Σxxᵀ, Σxy."""
 
     n: int
     y: float
-    x: float
     yy: float
-    xx: float
-    xy: float
+    x: tuple[float, ...]
+    xx: tuple[tuple[float, ...], ...]
+    xy: tuple[float, ...]
 
 
-def cuped_theta(arms: Sequence[CoMoments]) -> float:
-    """theta = Cov(x, y) / Var(x), pooled over the arms (one theta for all keeps the
-    estimator unbiased)."""
+def _centred(arms: Sequence[CoMoments]) -> tuple[int, float, np.ndarray, np.ndarray, np.ndarray]:
+    """Pooled over the arms: n, the centred Σ(y-ȳ)², Σ(x-x̄)(x-x̄)ᵀ, Σ(x-x̄)(y-ȳ), and x̄."""
     n = sum(a.n for a in arms)
-    sx, sy = sum(a.x for a in arms), sum(a.y for a in arms)
-    cov = sum(a.xy for a in arms) - sx * sy / n
-    var = sum(a.xx for a in arms) - sx * sx / n
-    return cov / var if var > 0 else 0.0
+    sy = sum(a.y for a in arms)
+    sx = np.sum([a.x for a in arms], axis=0)
+    syy = sum(a.yy for a in arms) - sy * sy / n
+    sxx = np.sum([a.xx for a in arms], axis=0) - np.outer(sx, sx) / n
+    sxy = np.sum([a.xy for a in arms], axis=0) - sx * sy / n
+    return n, syy, sxx, sxy, sx / n
 
 
-def cuped(arm: CoMoments, theta: float, x_mean: float) -> Moments:
-    """The arm's adjusted metric y - theta (x - mean x), as moments."""
-    n = arm.n
-    # sum of (y - theta x + theta m) and of its square, from the sums alone.
-    shift = theta * x_mean
-    total = arm.y - theta * arm.x + n * shift
+def cuped_theta(arms: Sequence[CoMoments]) -> np.ndarray:
+    """θ = Σxx⁻¹ Σxy, pooled over the arms (one θ for all keeps the estimator
+    unbiased: the covariates were fixed before assignment). Covariates without variance
+    get no weight."""
+    _, _, sxx, sxy, _ = _centred(arms)
+    theta, *_ = np.linalg.lstsq(sxx, sxy, rcond=1e-12)
+    return theta
+
+
+def cuped(arm: CoMoments, theta: np.ndarray, x_mean: np.ndarray) -> Moments:
+    """The arm's adjusted metric y - θ·(x - x̄), as moments, from the sums alone."""
+    x, xx, xy = np.asarray(arm.x), np.asarray(arm.xx), np.asarray(arm.xy)
+    shift = float(theta @ x_mean)
+    linear = arm.y - float(theta @ x)
+    total = linear + arm.n * shift
     squares = (
         arm.yy
-        + theta**2 * arm.xx
-        + n * shift**2
-        - 2 * theta * arm.xy
-        + 2 * shift * arm.y
-        - 2 * theta * shift * arm.x
+        - 2 * float(theta @ xy)
+        + float(theta @ xx @ theta)
+        + 2 * shift * linear
+        + arm.n * shift**2
     )
-    return Moments(n, total, squares)
+    return Moments(arm.n, total, squares)
 
 
 def variance_reduction(arms: Sequence[CoMoments]) -> float:
     """1 - Var(adjusted) / Var(y) over all arms: the share of variance CUPED removed
-    (about rho^2, the squared correlation of y and x)."""
-    n = sum(a.n for a in arms)
-    sy, sx = sum(a.y for a in arms), sum(a.x for a in arms)
-    var_y = sum(a.yy for a in arms) - sy * sy / n
-    var_x = sum(a.xx for a in arms) - sx * sx / n
-    cov = sum(a.xy for a in arms) - sx * sy / n
-    if var_y <= 0 or var_x <= 0:
+    (R², which is ρ² for one covariate)."""
+    _, syy, sxx, sxy, _ = _centred(arms)
+    if syy <= 0:
         return 0.0
-    return cov * cov / (var_x * var_y)
+    theta, *_ = np.linalg.lstsq(sxx, sxy, rcond=1e-12)
+    return float(max(0.0, min(1.0, theta @ sxy / syy)))
 
 
 @dataclasses.dataclass(frozen=True)

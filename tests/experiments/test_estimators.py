@@ -64,7 +64,9 @@ def test_cuped_removes_about_rho_squared_and_keeps_the_effect():
         x = rng.normal(50, 10, size=20000)
         y = 0.8 * x + rng.normal(0, 6, size=20000) + effect
         arms.append(
-            est.CoMoments(len(y), y.sum(), x.sum(), (y * y).sum(), (x * x).sum(), (x * y).sum())
+            est.CoMoments(
+                len(y), y.sum(), (y * y).sum(), (x.sum(),), (((x * x).sum(),),), ((x * y).sum(),)
+            )
         )
         raw.append((x, y))
     theta = est.cuped_theta(arms)
@@ -73,8 +75,8 @@ def test_cuped_removes_about_rho_squared_and_keeps_the_effect():
     rho = np.corrcoef(x_all, y_all)[0, 1]
     assert est.variance_reduction(arms) == pytest.approx(rho**2, abs=1e-9)
     mean_x = x_all.mean()
-    adjusted = [est.cuped(arm, theta, mean_x) for arm in arms]
-    direct = [y - theta * (x - mean_x) for x, y in raw]
+    adjusted = [est.cuped(arm, theta, np.array([mean_x])) for arm in arms]
+    direct = [y - theta[0] * (x - mean_x) for x, y in raw]
     for moments, values in zip(adjusted, direct, strict=True):
         assert moments.mean == pytest.approx(values.mean(), abs=1e-9)
         assert moments.variance == pytest.approx(values.var(ddof=1), rel=1e-9)
