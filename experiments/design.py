@@ -44,6 +44,7 @@ DESIGN_DEFAULTS: dict[str, Any] = {
     "power": 0.8,
     "winsor_percentile": 99,
     "correction": "holm",
+    "planned_members": None,
 }
 # What may change once members are being assigned: the split may not (a new experiment
 # is needed), nor how the results are read (deciding that after looking is p-hacking).
@@ -190,8 +191,17 @@ def _design(value: Any, errors: Errors) -> dict[str, Any]:
     alpha = number(merged, "alpha", where, errors, low=Decimal("0.001"), high=Decimal("0.2"))
     power = number(merged, "power", where, errors, low=Decimal("0.5"), high=Decimal("0.99"))
     winsor = number(merged, "winsor_percentile", where, errors, low=Decimal(90), high=Decimal(100))
+    planned = integer(merged, "planned_members", where, errors, low=100, high=100_000_000)
+    mode = choice(merged, "mode", where, MODES, errors, default="fixed")
+    if mode == "group_sequential" and planned is None and "design.planned_members" not in errors:
+        errors.add(
+            "design.planned_members",
+            "planned looks are shares of the members at the last look: give that number "
+            "(the power calculator suggests it)",
+        )
     return {
-        "mode": choice(merged, "mode", where, MODES, errors, default="fixed"),
+        "mode": mode,
+        "planned_members": planned,
         "looks": integer(merged, "looks", where, errors, low=2, high=20, default=5),
         "alpha": float(alpha or DESIGN_DEFAULTS["alpha"]),
         "power": float(power or DESIGN_DEFAULTS["power"]),

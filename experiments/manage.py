@@ -327,7 +327,7 @@ def _member_ids(session: Session, external_ids: list[str]) -> dict[str, int]:
                 select(Member.external_id, Member.id).where(
                     Member.external_id.in_(chunk), Member.erased_at.is_(None)
                 )
-            ).tuples()
+            ).all()
         )
     return found
 

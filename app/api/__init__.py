@@ -11,6 +11,7 @@ from app.extensions import csrf, limiter
 
 def register_api(api: Api) -> None:
     from app.api.events import blp as events_blp
+    from app.api.experiments import blp as experiments_blp
     from app.api.journeys import blp as journeys_blp
     from app.api.keys import blp as keys_blp
     from app.api.lifecycle import blp as lifecycle_blp
@@ -31,6 +32,7 @@ def register_api(api: Api) -> None:
         settings_blp,
         lifecycle_blp,
         journeys_blp,
+        experiments_blp,
         templates_blp,
         messages_blp,
         providers_blp,

@@ -39,7 +39,7 @@ def test_every_request_example_works_when_pasted(client, session):
     operations.sort(key=lambda o: o[0] != "/api/v1/members")
     assert len(operations) >= 14
     # Journeys' examples build on one another: test_journey_examples_work_in_order.
-    operations = [o for o in operations if "/journeys" not in o[0]]
+    operations = [o for o in operations if "/journeys" not in o[0] and "/experiments" not in o[0]]
     webhook = "0"  # the endpoint the webhooks example creates (the database gives its id)
     for path, method, op in operations:
         media = op["requestBody"]["content"]["application/json"]
@@ -105,3 +105,50 @@ def test_journey_examples_work_in_order(client, session):
         body = bodies.get((path, method))
         response = client.open(url, method=method.upper(), json=body, headers=headers)
         assert response.status_code < 300, (method, path, response.get_json())
+
+
+def test_experiment_examples_work_in_order(client, session):
+    """The experiments' examples, pasted in the order an engineer meets them: design,
+    edit, import what ran by hand, start, assign, report an exposure, size the next."""
+    from members.lifecycle import Stage
+    from members.member import Member
+    from tests import factories
+
+    headers = factories.bearer(factories.api_key(session, "admin", name="docs")[1])
+    # the example's audience is at-risk members
+    at_risk = {"stage": Stage.AT_RISK}
+    session.add_all([Member(external_id=f"u-{n}", **at_risk) for n in (1001, 1002, 1003)])
+    session.commit()
+    spec = client.get("/api/openapi.json").get_json()
+    bodies = {
+        (path, method): op["requestBody"]["content"]["application/json"]["example"]
+        for path, methods in spec["paths"].items()
+        if "/experiments" in path
+        for method, op in methods.items()
+        if isinstance(op, dict) and "requestBody" in op
+    }
+    story = [
+        ("/api/v1/experiments", "post"),
+        ("/api/v1/experiments/{key}", "patch"),
+        ("/api/v1/experiments/{key}/assignments", "post"),
+        ("/api/v1/experiments/{key}/start", "post"),
+        ("/api/v1/experiments/{key}/assign", "post"),
+        ("/api/v1/experiments/{key}/exposures", "post"),
+        ("/api/v1/experiments/power", "post"),
+    ]
+    assert set(bodies) <= set(story), set(bodies) - set(story)
+    for path, method in story:
+        url = path.replace("{key}", "service_vs_discount")
+        body = bodies.get((path, method))
+        response = client.open(url, method=method.upper(), json=body, headers=headers)
+        assert response.status_code < 300, (method, path, response.get_json())
+    csv_example = spec["paths"]["/api/v1/experiments/{key}/assignments"]["post"]["requestBody"]
+    text = csv_example["content"]["text/csv"]["example"]
+    response = client.post(
+        "/api/v1/experiments/service_vs_discount/assignments",
+        data=text.encode(),
+        headers={**headers, "Content-Type": "text/csv"},
+    )
+    assert response.status_code == 201, response.get_json()
+    results = client.get("/api/v1/experiments/service_vs_discount/results", headers=headers)
+    assert results.status_code == 200, results.get_json()
