@@ -44,7 +44,7 @@ from members.db import try_transaction_lock
 from members.errors import InvalidField, InvalidFields
 from members.event import Event
 from members.lifecycle import Trigger
-from members.loyalty import PointsEntry, PointsKind, PointsLot
+from members.loyalty import BenefitGrant, PointsEntry, PointsKind, PointsLot
 from members.member import Member
 
 SETTING_KEY = "points_rules"
@@ -521,6 +521,7 @@ def tick(session: Session, *, now: dt.datetime, timezone: str) -> TickResult:
         seen, gained = earn_from_events(
             session, after_id=cursor.position, upto_id=upto, rules=rules, timezone=timezone, now=now
         )
+        redeem_coupons(session, after_id=cursor.position, upto_id=upto)
         events, earned = events + seen, earned + gained
         cursor.position = upto
     cursor.updated_at = now
@@ -528,6 +529,32 @@ def tick(session: Session, *, now: dt.datetime, timezone: str) -> TickResult:
     reminders = notify_expiring(session, now, rules.notice_days)
     session.flush()
     return TickResult(events, earned, expired, reminders)
+
+
+COUPON_CODE_PROPERTIES = ("code", "coupon_code", "coupon_id", "coupon")
+
+
+def redeem_coupons(session: Session, *, after_id: int, upto_id: int) -> int:
+    """Mark granted coupons redeemed by the ``coupon_redeemed`` events with ids in
+    (after_id, upto_id] that name the coupon's code (``properties.code``, or Segment's
+    ``coupon_id``): redemption rates and benefit costs read ``redeemed_at``. Returns
+    the coupons marked."""
+    e, g = Event.__table__.c, BenefitGrant.__table__
+    marked = 0
+    for member_id, properties, at in session.execute(
+        select(e.member_id, e.properties, e.occurred_at).where(
+            e.id > after_id, e.id <= upto_id, e.type == "coupon_redeemed"
+        )
+    ):
+        code = next((properties[k] for k in COUPON_CODE_PROPERTIES if properties.get(k)), None)
+        if not isinstance(code, str):
+            continue
+        marked += session.execute(
+            update(g)
+            .where(g.c.member_id == member_id, g.c.code == code, g.c.redeemed_at.is_(None))
+            .values(redeemed_at=at)
+        ).rowcount
+    return marked
 
 
 def _lock_ticks(session: Session) -> None:

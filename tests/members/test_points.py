@@ -232,3 +232,33 @@ def test_bad_points_rules_name_the_field():
         "bonus_days.1.multiplier",
     }
     assert points.parse(PointsRules().as_dict()) == PointsRules()
+
+
+def test_a_coupon_redeemed_event_marks_the_granted_coupon_used(session):
+    from decimal import Decimal
+
+    from members.loyalty import BenefitGrant, BenefitKind
+
+    member, other = _member(session), _member(session)
+    for who, code in ((member, "TNAAA"), (member, "TNBBB"), (other, "TNAAA")):
+        session.add(
+            BenefitGrant(
+                member_id=who.id,
+                kind=BenefitKind.COUPON,
+                value=Decimal(30),
+                code=code,
+                source="experiment_variant",
+                granted_at=T0 - DAY * 3,
+            )
+        )
+    used = T0 - DAY
+    event = _event(session, member, "coupon_redeemed", used)
+    event.properties = {"code": "TNAAA"}
+    segment_style = _event(session, member, "coupon_redeemed", used + DAY / 2)
+    segment_style.properties = {"coupon_id": "TNNONE"}  # a code nobody was granted
+    session.flush()
+    points.tick(session, now=T0, timezone="Asia/Shanghai")
+    redeemed = {(g.member_id, g.code): g.redeemed_at for g in session.scalars(select(BenefitGrant))}
+    assert redeemed[member.id, "TNAAA"].replace(tzinfo=dt.UTC) == used
+    assert redeemed[member.id, "TNBBB"] is None
+    assert redeemed[other.id, "TNAAA"] is None  # another member's coupon of the same code
