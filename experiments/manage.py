@@ -39,6 +39,7 @@ class Conflict(Exception):
 class Placement:
     """Where a member is in an experiment, and what they were given."""
 
+    id: int  # the assignment's
     variant: str  # a variant's key or "holdout"
     assigned_at: dt.datetime
     new: bool
@@ -149,6 +150,7 @@ def place(
     if grant and package and experiment.status == ExperimentStatus.RUNNING:
         granted = _grant(session, experiment, variant, recorded, member, package, now)
     return Placement(
+        id=recorded.id,
         variant=HOLDOUT if variant is None else variant.key,
         assigned_at=recorded.assigned_at,
         new=new,

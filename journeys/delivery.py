@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
-from journeys import accounts, providers, webhooks_out
+from journeys import accounts, exposures, providers, webhooks_out
 from journeys.channel_models import ProviderAccount, Suppression
 from journeys.models import Enrollment, Journey, Message, MessageStatus, MessageTemplate
 from journeys.policies import CHANNEL_CONSENT, SETTING, Usage, evaluate, refusal
@@ -151,6 +151,7 @@ def deliver_due(session: Session, *, now: dt.datetime, limit: int = BATCH) -> De
     # A pause re-defers every minute: that is not news worth a webhook each time.
     news = [m.id for m in messages if m.id not in sending and m.reason != "paused"]
     webhooks_out.message_statuses(session, news, now)
+    exposures.of_messages(session, news, now)
     return result
 
 
@@ -347,6 +348,7 @@ def send_claimed(
                     uncertain = False
                 _record(session, row, out, outcome, finished, result, uncertain=uncertain)
             webhooks_out.message_statuses(session, [row.id for row in chunk], finished)
+            exposures.of_messages(session, [row.id for row in chunk], finished)
             commit()
     return result
 

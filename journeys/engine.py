@@ -83,7 +83,7 @@ EVENTS_CURSOR = "journeys.events"
 BUCKETS = assignment.BUCKETS
 log = logging.getLogger(__name__)
 # What the engine keeps in an enrollment's context; an API caller's context may not.
-RESERVED_CONTEXT = frozenset({"outcomes", "benefit", "coupon", "event"})
+RESERVED_CONTEXT = frozenset({"outcomes", "benefit", "coupon", "event", "experiment"})
 
 
 @dataclasses.dataclass
@@ -1052,7 +1052,7 @@ class _Batch:
         elif kind == "split":
             return self.split(row, step_id, step)
         elif kind == "experiment_split":
-            return self.experiment(step, member)
+            return self.experiment(row, step, member)
         elif kind == "handoff":
             refused = self.handoff(row, step, member)
             return "handoff" if refused is None else f"refused:{refused}"
@@ -1117,12 +1117,19 @@ class _Batch:
     def split(self, row, step_id: str, step: Mapping[str, Any]) -> str:
         return split_branch(row["journey_id"], step_id, row["member_id"], step)
 
-    def experiment(self, step: Mapping[str, Any], member: Member) -> str:
+    def experiment(self, row, step: Mapping[str, Any], member: Member) -> str:
         found = self.session.scalar(select(Experiment).where(Experiment.key == step["experiment"]))
         if found is None or found.status != "running":
             return experiment_fallback(step, found)
-        variant = manage.place(self.session, found, member, now=self.now).variant
-        return variant if variant in step["variants"] else experiment_fallback(step, found)
+        placed = manage.place(self.session, found, member, now=self.now)
+        # The messages sent down the variant's path are exposures of this assignment.
+        row["context"] = {
+            **row["context"],
+            "experiment": {"key": found.key, "variant": placed.variant, "assignment": placed.id},
+        }
+        if placed.variant in step["variants"]:
+            return placed.variant
+        return experiment_fallback(step, found)
 
     def handoff(self, row, step: Mapping[str, Any], member: Member) -> str | None:
         """Enroll the member in the target journey; why not, if they were not."""

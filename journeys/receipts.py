@@ -17,7 +17,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from journeys import webhooks_out
+from journeys import exposures, webhooks_out
 from journeys.channel_models import InboundMessage, ProviderAccount, Receipt
 from journeys.models import Message, MessageStatus
 from journeys.policies import OPT_OUT_WORDS
@@ -83,6 +83,7 @@ def record_reports(
             settled.append(message.id)
     session.flush()
     webhooks_out.message_statuses(session, settled, now)
+    exposures.of_messages(session, settled, now)
     return tally
 
 

@@ -383,7 +383,9 @@ def assign(data, key):
     except manage.Conflict as error:
         abort(409, message=str(error))
     db.session.commit()
-    return {**dataclasses.asdict(placed), "in_audience": True}
+    shown = dataclasses.asdict(placed)
+    del shown["id"]
+    return {**shown, "in_audience": True}
 
 
 @blp.route("/<key>/assignments", methods=["POST"])
