@@ -72,6 +72,13 @@ def analyse(data: Aggregates, plan: Plan, *, cuped: bool = True) -> dict[str, An
     _correct(variants, plan, skip=plan.control)
     if by_holdout:
         _correct(by_holdout["variants"], plan)
+    sequential = _sequential(variants, plan)
+    # Under a sequential design the primary metric's decision is the design's, not the
+    # fixed-horizon p-value's (which daily looks would inflate).
+    for key, reading in sequential["variants"].items():
+        cell = variants[key]["metrics"][plan.primary]
+        cell["significant"] = reading["significant"]
+        cell["sequential"] = reading
     result = {
         "as_of": data.as_of.isoformat(),
         "primary_metric": plan.primary,
@@ -88,7 +95,7 @@ def analyse(data: Aggregates, plan: Plan, *, cuped: bool = True) -> dict[str, An
             for name in theta
             if sum(arm.metrics[name].n for arm in arms.values()) > 2
         },
-        "sequential": _sequential(variants, plan),
+        "sequential": sequential,
         "survival": _survival(arms, plan),
         "breakdowns": _breakdowns(data, plan),
     }
@@ -452,7 +459,8 @@ def _sentence(name: str, cell: Mapping[str, Any], plan: Plan, against: str) -> s
         span = f" (95% CI {_pct(ci[0])} to {_pct(ci[1])})" if ci else ""
         return f"{name}'s effect is not distinguishable from none{span}."
     more = "more" if cell["abs_lift"] > 0 else "fewer"
-    p = f"p = {cell['p_value']:.3f}" if cell["p_value"] >= 0.001 else "p < 0.001"
+    p_value = cell.get("sequential", {}).get("p_value", cell["p_value"])
+    p = f"p = {p_value:.3f}" if p_value >= 0.001 else "p < 0.001"
     span = f"95% CI {_pct(ci[0])} to {_pct(ci[1])}, " if ci else ""
     size = _pct(abs(rel)) if rel is not None else f"{abs(cell['abs_lift']):.3g}"
     if metric in HORIZON_WORDS:
