@@ -31,7 +31,6 @@ from sqlalchemy import (
     column,
     func,
     literal,
-    literal_column,
     select,
     table,
     text,
@@ -139,7 +138,15 @@ def aggregate(
 def _member_table(session: Session, experiment: Experiment, as_of: dt.datetime) -> Iterator[Any]:
     dialect = session.get_bind().dialect.name
     name = f"tenure_exp_{secrets.token_hex(4)}"
-    query = _per_member(dialect, experiment, as_of)
+    a = Assignment.__table__
+    earliest = session.scalar(
+        select(func.min(a.c.assigned_at)).where(a.c.experiment_id == experiment.id)
+    )
+    query = _per_member(dialect, experiment, as_of, earliest or as_of)
+    if dialect == "postgresql":
+        # Sorts and hashes over a million members' orders fit in memory, for this
+        # transaction only.
+        session.execute(text("SET LOCAL work_mem = '256MB'"))
     session.execute(_CreateTemporaryTableAs(name, query))
     columns = [column(c.name) for c in query.selected_columns]
     try:
@@ -169,23 +176,18 @@ def _seconds(dialect: str, start: Any, end: Any) -> Any:
     return (func.julianday(end) - func.julianday(start)) * DAY
 
 
-def _per_member(dialect: str, experiment: Experiment, as_of: dt.datetime) -> Any:
+def _per_member(
+    dialect: str, experiment: Experiment, as_of: dt.datetime, earliest: dt.datetime
+) -> Any:
     a, e, g = Assignment.__table__, Event.__table__, BenefitGrant.__table__
     ours = and_(a.c.experiment_id == experiment.id, a.c.assigned_at <= as_of)
-    earliest = select(func.min(a.c.assigned_at)).where(ours).scalar_subquery()
-    since = _seconds(dialect, a.c.assigned_at, e.c.occurred_at)
-    order = e.c.type == "order"
-    signed = case((order, e.c.amount), else_=-e.c.amount)
-    after = since > 0
-    before = and_(since <= 0, since > -PRE_DAYS * DAY)
-    events = (
+    # Each order or refund once, with its seconds since the member's assignment.
+    joined = (
         select(
             a.c.id.label("assignment_id"),
-            func.count(e.c.id).filter(and_(order, after)).label("orders"),
-            func.sum(signed).filter(after).label("revenue"),
-            func.min(since).filter(and_(order, after)).label("first_order"),
-            func.count(e.c.id).filter(and_(order, before)).label("pre_orders"),
-            func.sum(signed).filter(before).label("pre_spend"),
+            e.c.type,
+            e.c.amount,
+            _seconds(dialect, a.c.assigned_at, e.c.occurred_at).label("since"),
         )
         .select_from(
             a.join(
@@ -193,13 +195,28 @@ def _per_member(dialect: str, experiment: Experiment, as_of: dt.datetime) -> Any
                 and_(
                     e.c.member_id == a.c.member_id,
                     e.c.type.in_(("order", "refund")),
-                    e.c.occurred_at > _minus_days(dialect, earliest, PRE_DAYS),
+                    e.c.occurred_at > earliest - dt.timedelta(days=PRE_DAYS),
                     e.c.occurred_at <= as_of,
                 ),
             )
         )
         .where(ours)
-        .group_by(a.c.id)
+        .subquery()
+    )
+    since, order = joined.c.since, joined.c.type == "order"
+    signed = case((order, joined.c.amount), else_=-joined.c.amount)
+    after = since > 0
+    before = and_(since <= 0, since > -PRE_DAYS * DAY)
+    events = (
+        select(
+            joined.c.assignment_id,
+            func.count().filter(and_(order, after)).label("orders"),
+            func.sum(signed).filter(after).label("revenue"),
+            func.min(since).filter(and_(order, after)).label("first_order"),
+            func.count().filter(and_(order, before)).label("pre_orders"),
+            func.sum(signed).filter(before).label("pre_spend"),
+        )
+        .group_by(joined.c.assignment_id)
         .subquery()
     )
     redeemed = and_(g.c.redeemed_at.is_not(None), g.c.redeemed_at <= as_of)
@@ -252,12 +269,6 @@ def _per_member(dialect: str, experiment: Experiment, as_of: dt.datetime) -> Any
     )
 
 
-def _minus_days(dialect: str, moment: Any, days: int) -> Any:
-    if dialect == "postgresql":
-        return moment - literal_column(f"interval '{int(days)} days'")
-    return func.strftime("%Y-%m-%d %H:%M:%f", moment, f"-{int(days)} days")
-
-
 def _cap(session: Session, per: Any, percentile: float) -> float | None:
     """The revenue at the percentile (nearest rank, pooled over the arms), above which
     a member's revenue is cut to it; None when nothing is cut."""
@@ -275,45 +286,66 @@ def _cap(session: Session, per: Any, percentile: float) -> float | None:
 
 
 def _outcomes(per: Any, revenue: Any, as_of: dt.datetime) -> dict[str, tuple[Any, Any]]:
-    """metric -> (the member's value, whether the member counts)."""
+    """metric -> (the member's value, whether the member counts: None for everyone)."""
     outcomes: dict[str, tuple[Any, Any]] = {}
     for h in RETENTION_HORIZONS:
         kept = and_(per.c.first_order.is_not(None), per.c.first_order <= h * DAY + EPSILON)
         outcomes[f"retention_{h}d"] = (case((kept, 1), else_=0), per.c[f"eligible_{h}"] == 1)
-    everyone = literal(True)
-    outcomes["orders_per_member"] = (per.c.orders, everyone)
-    outcomes["revenue_per_member"] = (revenue, everyone)
-    outcomes["cost_per_member"] = (per.c.cost, everyone)
-    outcomes["roi_per_member"] = (revenue - per.c.cost, everyone)
-    outcomes["redemption_rate"] = (per.c.redeemed, everyone)
+    outcomes["orders_per_member"] = (per.c.orders, None)
+    outcomes["revenue_per_member"] = (revenue, None)
+    outcomes["cost_per_member"] = (per.c.cost, None)
+    outcomes["roi_per_member"] = (revenue - per.c.cost, None)
+    outcomes["redemption_rate"] = (per.c.redeemed, None)
     return outcomes
 
 
 def _sum(value: Any, where: Any) -> Any:
+    if where is None:
+        return func.coalesce(func.sum(value), 0)
     return func.coalesce(func.sum(case((where, value), else_=0)), 0)
 
 
-def _sums_columns(name: str, y: Any, where: Any, per: Any) -> list[Any]:
+def _group(name: str, where: Any) -> str:
+    """The members a metric counts, named: metrics over the same members share the
+    count and the covariates' sums."""
+    return "all" if where is None else f"g_{name}"
+
+
+def _group_columns(group: str, where: Any, per: Any) -> list[Any]:
     x1, x2 = per.c.pre_orders, per.c.pre_spend
     return [
-        _sum(1, where).label(f"{name}__n"),
+        _sum(1, where).label(f"{group}__n"),
+        _sum(x1, where).label(f"{group}__x1"),
+        _sum(x2, where).label(f"{group}__x2"),
+        _sum(x1 * x1, where).label(f"{group}__x1x1"),
+        _sum(x2 * x2, where).label(f"{group}__x2x2"),
+        _sum(x1 * x2, where).label(f"{group}__x1x2"),
+    ]
+
+
+def _metric_columns(name: str, y: Any, where: Any, per: Any) -> list[Any]:
+    return [
         _sum(y, where).label(f"{name}__y"),
         _sum(y * y, where).label(f"{name}__yy"),
-        _sum(x1, where).label(f"{name}__x1"),
-        _sum(x2, where).label(f"{name}__x2"),
-        _sum(x1 * x1, where).label(f"{name}__x1x1"),
-        _sum(x2 * x2, where).label(f"{name}__x2x2"),
-        _sum(x1 * x2, where).label(f"{name}__x1x2"),
-        _sum(y * x1, where).label(f"{name}__yx1"),
-        _sum(y * x2, where).label(f"{name}__yx2"),
+        _sum(y * per.c.pre_orders, where).label(f"{name}__yx1"),
+        _sum(y * per.c.pre_spend, where).label(f"{name}__yx2"),
     ]
+
+
+def _sums_columns(outcomes: dict[str, tuple[Any, Any]], per: Any) -> list[Any]:
+    columns, groups = [], set()
+    for name, (y, where) in outcomes.items():
+        group = _group(name, where)
+        if group not in groups:
+            groups.add(group)
+            columns += _group_columns(group, where, per)
+        columns += _metric_columns(name, y, where, per)
+    return columns
 
 
 def _sums_query(per: Any, outcomes: dict[str, tuple[Any, Any]]) -> Any:
     revenue, _ = outcomes["revenue_per_member"]
-    columns = [per.c.arm, func.count().label("n")]
-    for name, (y, where) in outcomes.items():
-        columns += _sums_columns(name, y, where, per)
+    columns = [per.c.arm, func.count().label("n"), *_sums_columns(outcomes, per)]
     columns += [
         func.coalesce(func.sum(revenue * per.c.orders), 0).label("aov__numden"),
         func.coalesce(func.sum(per.c.orders * per.c.orders), 0).label("aov__denden"),
@@ -321,22 +353,27 @@ def _sums_query(per: Any, outcomes: dict[str, tuple[Any, Any]]) -> Any:
     return select(*columns).group_by(per.c.arm)
 
 
-def _read_sums(row: Any, name: str) -> Sums:
-    def f(part: str) -> float:
-        return float(row[f"{name}__{part}"] or 0)
+def _read_sums(row: Any, name: str, group: str) -> Sums:
+    def read(prefix: str, part: str) -> float:
+        return float(row[f"{prefix}__{part}"] or 0)
+
+    def x(part: str) -> float:
+        return read(group, part)
 
     return Sums(
-        n=int(f("n")),
-        y=f("y"),
-        yy=f("yy"),
-        x=(f("x1"), f("x2")),
-        xx=((f("x1x1"), f("x1x2")), (f("x1x2"), f("x2x2"))),
-        xy=(f("yx1"), f("yx2")),
+        n=int(x("n")),
+        y=read(name, "y"),
+        yy=read(name, "yy"),
+        x=(x("x1"), x("x2")),
+        xx=((x("x1x1"), x("x1x2")), (x("x1x2"), x("x2x2"))),
+        xy=(read(name, "yx1"), read(name, "yx2")),
     )
 
 
 def _arm(key: str, row: Any, outcomes: dict[str, Any]) -> Arm:
-    metrics = {name: _read_sums(row, name) for name in outcomes}
+    metrics = {
+        name: _read_sums(row, name, _group(name, where)) for name, (_, where) in outcomes.items()
+    }
     revenue, orders = metrics["revenue_per_member"], metrics["orders_per_member"]
     aov = RatioSums(
         n=int(row["n"]),
@@ -392,12 +429,12 @@ def _breakdown(
 ) -> dict[str, dict[str, Sums]]:
     y, where = outcome
     value = func.coalesce(dimension, "")
-    query = select(per.c.arm, value.label("value"), *_sums_columns("m", y, where, per)).group_by(
-        per.c.arm, value
-    )
+    query = select(
+        per.c.arm, value.label("value"), *_sums_columns({"m": (y, where)}, per)
+    ).group_by(per.c.arm, value)
     slices: dict[str, dict[str, Sums]] = {}
     for row in session.execute(query).mappings():
-        sums = _read_sums(row, "m")
+        sums = _read_sums(row, "m", _group("m", where))
         if sums.n:
             slices.setdefault(row["value"] or "(none)", {})[keys.get(row["arm"], HOLDOUT)] = sums
     largest = sorted(slices, key=lambda v: -sum(s.n for s in slices[v].values()))

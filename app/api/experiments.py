@@ -144,11 +144,11 @@ class ExperimentOut(Schema):
     hypothesis = fields.Str(allow_none=True)
     audience = fields.Str(allow_none=True)
     status = fields.Str()
-    holdout = fields.Decimal(as_string=True)
+    holdout = fields.Float(metadata={"description": "Percent of members who get nothing"})
     variants = fields.List(fields.Dict())
     primary_metric = fields.Str()
     guardrail_metrics = fields.List(fields.Str())
-    minimum_detectable_effect = fields.Decimal(as_string=True, allow_none=True)
+    minimum_detectable_effect = fields.Float(allow_none=True)
     design = fields.Dict()
     assigned = fields.Dict(metadata={"description": "Members per variant and holdout"})
     created_at = fields.DateTime()
@@ -277,7 +277,7 @@ def _clean(data: dict[str, Any], *, partial: bool) -> dict[str, Any]:
 
 @blp.route("")
 class Experiments(MethodView):
-    @blp.doc(security=BEARER_DOC)
+    @blp.doc(**BEARER_DOC)
     @require_scope(Scope.READ)
     @blp.response(200, ExperimentOut(many=True))
     @blp.paginate()
@@ -286,7 +286,7 @@ class Experiments(MethodView):
         query = select(Experiment).order_by(Experiment.id.desc())
         return [shown(e) for e in page_of(db.session, query, pagination_parameters)]
 
-    @blp.doc(security=BEARER_DOC)
+    @blp.doc(**BEARER_DOC)
     @require_scope(Scope.WRITE)
     @blp.arguments(ExperimentIn, example=EXAMPLE)
     @blp.response(201, ExperimentOut)
@@ -305,14 +305,14 @@ class Experiments(MethodView):
 
 @blp.route("/<key>")
 class OneExperiment(MethodView):
-    @blp.doc(security=BEARER_DOC)
+    @blp.doc(**BEARER_DOC)
     @require_scope(Scope.READ)
     @blp.response(200, ExperimentOut)
     def get(self, key):
         """Read an experiment: its design, status and members per variant."""
         return shown(experiment_or_404(key))
 
-    @blp.doc(security=BEARER_DOC)
+    @blp.doc(**BEARER_DOC)
     @require_scope(Scope.WRITE)
     @blp.arguments(ExperimentPatch, example={"hypothesis": "Services beat discounts"})
     @blp.response(200, ExperimentOut)
@@ -341,7 +341,7 @@ def _transition(key: str, change) -> dict[str, Any]:
 
 
 @blp.route("/<key>/start", methods=["POST"])
-@blp.doc(security=BEARER_DOC)
+@blp.doc(**BEARER_DOC)
 @require_scope(Scope.WRITE)
 @blp.response(200, ExperimentOut)
 @blp.alt_response(409, description="Already running, or stopped")
@@ -351,7 +351,7 @@ def start(key):
 
 
 @blp.route("/<key>/stop", methods=["POST"])
-@blp.doc(security=BEARER_DOC)
+@blp.doc(**BEARER_DOC)
 @require_scope(Scope.WRITE)
 @blp.response(200, ExperimentOut)
 @blp.alt_response(409, description="Not running")
@@ -361,7 +361,7 @@ def stop(key):
 
 
 @blp.route("/<key>/assign", methods=["POST"])
-@blp.doc(security=BEARER_DOC)
+@blp.doc(**BEARER_DOC)
 @require_scope(Scope.WRITE)
 @blp.arguments(AssignIn, example={"member": "u-1001", "grant": True})
 @blp.response(200, AssignOut)
@@ -390,7 +390,7 @@ def assign(data, key):
 
 @blp.route("/<key>/assignments", methods=["POST"])
 @blp.doc(
-    security=BEARER_DOC,
+    **BEARER_DOC,
     requestBody={
         "content": {
             "application/json": {
@@ -455,7 +455,7 @@ def _csv_rows() -> list[dict[str, Any]]:
 
 
 @blp.route("/<key>/exposures", methods=["POST"])
-@blp.doc(security=BEARER_DOC)
+@blp.doc(**BEARER_DOC)
 @require_scope(Scope.WRITE)
 @blp.arguments(
     ExposureIn, example={"member": "u-1001", "kind": "benefit_granted", "ref": "coupon-88"}
@@ -477,7 +477,7 @@ def expose(data, key):
 
 
 @blp.route("/<key>/results")
-@blp.doc(security=BEARER_DOC)
+@blp.doc(**BEARER_DOC)
 @require_scope(Scope.READ)
 @blp.arguments(ResultsArgs, location="query")
 @blp.response(200, description="Per variant `n` and `metrics` (see the description)")
@@ -592,7 +592,7 @@ def to_csv(found: dict[str, Any]) -> str:
 
 
 @blp.route("/power", methods=["POST"])
-@blp.doc(security=BEARER_DOC)
+@blp.doc(**BEARER_DOC)
 @require_scope(Scope.READ)
 @blp.arguments(
     PowerIn,
