@@ -94,6 +94,12 @@ def test_corrections_match_statsmodels(method):
     assert est.adjust(p_values, method) == pytest.approx(
         list(multipletests(p_values, method=method)[1]), abs=1e-12
     )
+    rng = np.random.default_rng(4)
+    for _ in range(50):  # ties, p-values near 1, families of every size
+        p_values = list(np.round(rng.uniform(0, 1, size=rng.integers(1, 12)) ** 3, 2))
+        assert est.adjust(p_values, method) == pytest.approx(
+            list(multipletests(p_values, method=method)[1]), abs=1e-12
+        )
     with pytest.raises(ValueError):
         est.adjust(p_values, "bonferroni-ish")
 
