@@ -186,7 +186,7 @@ def _per_member(
         select(
             a.c.id.label("assignment_id"),
             e.c.type,
-            e.c.amount,
+            cast(e.c.amount, Float).label("amount"),  # float sums are cheaper
             _seconds(dialect, a.c.assigned_at, e.c.occurred_at).label("since"),
         )
         .select_from(

@@ -345,7 +345,8 @@ def _group_sequential(diff, se, cell, plan: Plan, boundaries) -> dict[str, Any]:
     if not planned:
         return {"look": None, "significant": False, "note": "no planned number of members"}
     fraction = min(1.0, members / planned)
-    look = max(1, min(plan.looks, math.ceil(fraction * plan.looks - 1e-9)))
+    # The last planned look reached (look k is planned at k/K of the members).
+    look = max(1, min(plan.looks, math.floor(fraction * plan.looks + 1e-9)))
     # O'Brien-Fleming: c(t) = C / sqrt(t); the last boundary is C itself.
     boundary = boundaries[-1] / math.sqrt(max(fraction, 1e-9))
     z = 0.0 if se == 0 else diff / se
@@ -374,6 +375,7 @@ def _survival(arms: Mapping[str, Arm], plan: Plan) -> dict[str, Any]:
             "lower": [_finite(v) for v in curve.lower],
             "upper": [_finite(v) for v in curve.upper],
             "median": curve.median,
+            "follow_up": curve.follow_up,
         }
     test = None
     if len(grouped) >= 2:
@@ -437,36 +439,47 @@ def verdict(result: Mapping[str, Any], plan: Plan) -> list[str]:
         )
     control = plan.names.get(plan.control, plan.control)
     for key, variant in result["variants"].items():
-        if key == plan.control:
-            continue
-        sentences.append(
-            _sentence(variant["name"], variant["metrics"][plan.primary], plan, f"than {control}")
-        )
+        if key != plan.control:
+            cell = variant["metrics"][plan.primary]
+            sentences.append(_sentence(variant["name"], cell, plan, control))
     if result["holdout"]:
         for key, variant in result["holdout"]["variants"].items():
             name = plan.names.get(key, key)
             cell = variant["metrics"][plan.primary]
-            sentences.append(_sentence(name, cell, plan, "than the holdout"))
+            sentences.append(_sentence(name, cell, plan, "the holdout"))
     return sentences
 
 
-def _sentence(name: str, cell: Mapping[str, Any], plan: Plan, against: str) -> str:
+def _sentence(name: str, cell: Mapping[str, Any], plan: Plan, reference: str) -> str:
     metric = plan.primary
     if cell["p_value"] is None:
-        return f"{name}: not enough members yet to read {metric}."
+        return f"{name} against {reference}: not enough members yet to read {metric}."
     rel, ci = cell["rel_lift"], cell["rel_ci"]
+    span = f"95% CI {_pct(ci[0])} to {_pct(ci[1])}" if ci else ""
+    reading = cell.get("sequential", {})
+    if "p_value" in reading:
+        p, said = reading["p_value"], "always-valid p"
+    elif "p_adjusted" in cell:
+        p, said = cell["p_adjusted"], "adjusted p"
+    else:
+        p, said = cell["p_value"], "p"
+    p_text = f"{said} = {p:.3f}" if p >= 0.001 else f"{said} < 0.001"
+    if "boundary" in reading:
+        p_text = f"look {reading['look']} of {reading['looks']}"
+    figures = ", ".join(part for part in (span, p_text) if part)
     if not cell.get("significant"):
-        span = f" (95% CI {_pct(ci[0])} to {_pct(ci[1])})" if ci else ""
-        return f"{name}'s effect is not distinguishable from none{span}."
-    more = "more" if cell["abs_lift"] > 0 else "fewer"
-    p_value = cell.get("sequential", {}).get("p_value", cell["p_value"])
-    p = f"p = {p_value:.3f}" if p_value >= 0.001 else "p < 0.001"
-    span = f"95% CI {_pct(ci[0])} to {_pct(ci[1])}, " if ci else ""
+        return (
+            f"The effect of {name} against {reference} is not distinguishable from none "
+            f"({figures})."
+        )
     size = _pct(abs(rel)) if rel is not None else f"{abs(cell['abs_lift']):.3g}"
     if metric in HORIZON_WORDS:
-        return f"{name} kept {size} {more} members {HORIZON_WORDS[metric]} {against} ({span}{p})."
+        more = "more" if cell["abs_lift"] > 0 else "fewer"
+        when = HORIZON_WORDS[metric]
+        return f"{name} kept {size} {more} members {when} than {reference} ({figures})."
     higher = "higher" if cell["abs_lift"] > 0 else "lower"
-    return f"{name}'s {metric.replace('_', ' ')} was {size} {higher} {against} ({span}{p})."
+    what = metric.replace("_", " ")
+    return f"With {name}, {what} was {size} {higher} than with {reference} ({figures})."
 
 
 def _pct(value: float) -> str:

@@ -84,9 +84,23 @@ def edit(
                     for field in changed
                 }
             )
+    if "variants" in clean:
+        _check_removed_variants(session, experiment, {v["key"] for v in clean["variants"]})
     _apply(experiment, clean)
     session.flush()
     _audit(session, experiment, "experiment.edit", actor, now, {"changes": _jsonable(clean)})
+
+
+def _check_removed_variants(session: Session, experiment: Experiment, keys: set[str]) -> None:
+    """A variant members are assigned to (imported into a draft) cannot go."""
+    gone = [v for v in experiment.variants if v.key not in keys]
+    for variant in gone:
+        if session.scalar(
+            select(Assignment.id).where(Assignment.variant_id == variant.id).limit(1)
+        ):
+            raise InvalidFields(
+                {"variants": f"members are assigned to {variant.key}: it cannot be removed"}
+            )
 
 
 def start(session: Session, experiment: Experiment, *, actor: str, now: dt.datetime) -> None:
@@ -365,15 +379,16 @@ def _apply(experiment: Experiment, clean: Mapping[str, Any]) -> None:
     if "guardrail_metrics" in clean:
         experiment.guardrail_metrics = {"metrics": list(clean["guardrail_metrics"])}
     if "variants" in clean:
-        experiment.variants = [
-            Variant(
-                key=v["key"],
-                weight=v["weight"],
-                is_control=v["control"],
-                benefits={"name": v["name"], "benefits": v["benefits"]},
-            )
-            for v in clean["variants"]
-        ]
+        # Rows keep their ids by key (a new row under an old key would collide with
+        # the old one before the old one is deleted).
+        rows = {v.key: v for v in experiment.variants}
+        kept = []
+        for v in clean["variants"]:
+            row = rows.get(v["key"]) or Variant(key=v["key"])
+            row.weight, row.is_control = v["weight"], v["control"]
+            row.benefits = {"name": v["name"], "benefits": v["benefits"]}
+            kept.append(row)
+        experiment.variants = kept
 
 
 def _current(experiment: Experiment, field: str) -> Any:

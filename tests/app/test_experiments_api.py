@@ -329,3 +329,20 @@ def test_the_power_calculator_answers_days_and_the_cost_of_peeking(client, write
     )
     bad = client.post(f"{URL}/power", json={**body, "baseline": 1.5}, headers=writer)
     assert "baseline" in _fields(bad)
+
+
+def test_a_draft_s_split_changes_and_a_variant_with_members_stays(client, session, writer):
+    _members(session, 1)
+    client.post(URL, json=BODY, headers=writer)
+    variants = copy.deepcopy(BODY["variants"])
+    variants[0]["weight"], variants[1]["weight"] = 70, 30
+    changed = client.patch(f"{URL}/pack", json={"variants": variants}, headers=writer)
+    assert changed.status_code == 200, changed.get_json()
+    assert [v["weight"] for v in changed.get_json()["variants"]] == [70, 30]
+    row = {"member": "u-0", "variant": "service", "assigned_at": "2026-03-01T00:00:00Z"}
+    client.post(f"{URL}/pack/assignments", json={"assignments": [row]}, headers=writer)
+    renamed = [variants[0], {**variants[1], "key": "care"}]
+    refused = client.patch(f"{URL}/pack", json={"variants": renamed}, headers=writer)
+    assert "variants" in _fields(refused)
+    keys = [v["key"] for v in client.get(f"{URL}/pack", headers=writer).get_json()["variants"]]
+    assert keys == ["discount", "service"]

@@ -207,9 +207,21 @@ def test_power_cost_prices_each_way_of_reading():
         lambda: pw.mde(0.3, 1000, 1000, mode="always_valid"),
         lambda: pw.mde(0.3, 0, 1000),
         lambda: pw.mde(0.3, 1, 1),
-        lambda: pw.days_needed(dataclasses.replace(DESIGN, members_per_day=5)),
     ],
 )
 def test_bad_inputs_raise(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_a_slow_audience_still_gets_a_plan_with_each_mode_s_cost():
+    """Years of daily looks are computed as 100 evenly spread ones: the always-valid
+    row asks for a little more, never fewer, members than daily looks would."""
+    slow = pw.days_needed(dataclasses.replace(DESIGN, members_per_day=5))
+    assert slow.days_enrolling > 1000
+    modes = {cost.mode: cost for cost in slow.costs}
+    fast = {
+        cost.mode: cost for cost in pw.power_cost(dataclasses.replace(DESIGN, members_per_day=1))
+    }
+    assert modes["always_valid"].inflation == pytest.approx(fast["always_valid"].inflation)
+    assert 1.3 < modes["always_valid"].inflation < 2.0
