@@ -227,3 +227,12 @@ def test_breakdowns_slice_the_primary_metric_by_stage(session):
     assert set(by_stage) == {"active", "at_risk"}
     total = sum(sums.n for slice_ in by_stage.values() for sums in slice_.values())
     assert total == sum(1 for t in truth if t["elapsed"] >= 30)
+    # every member is in 华东 and has no tier: one slice each, the same members
+    assert set(data.breakdowns["region"]) == {"华东"}
+    assert set(data.breakdowns["tier"]) == {"(none)"}
+    for dimension in ("region", "tier"):
+        (only,) = data.breakdowns[dimension].values()
+        assert {key: sums.n for key, sums in only.items()} == {
+            key: sum(s.n for slice_ in by_stage.values() for k, s in slice_.items() if k == key)
+            for key in only
+        }
