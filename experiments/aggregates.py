@@ -56,6 +56,7 @@ EPSILON = 0.001
 MEANS = ("orders_per_member", "revenue_per_member", "cost_per_member", "roi_per_member")
 COVARIATES = ("pre_orders", "pre_spend")
 BREAKDOWNS = ("stage", "tier", "region")
+HORIZON_OF = {f"retention_{h}d": h for h in RETENTION_HORIZONS}
 MAX_BREAKDOWN_VALUES = 12
 
 
@@ -117,10 +118,7 @@ def aggregate(
         if session.get_bind().dialect.name == "sqlite":
             revenue = per.c.revenue if cap is None else func.min(per.c.revenue, cap)
         outcomes = _outcomes(per, revenue, as_of)
-        arms: dict[str, Arm] = {}
-        for row in session.execute(_sums_query(per, outcomes)).mappings():
-            key = keys.get(row["arm"], HOLDOUT)
-            arms[key] = _arm(key, row, outcomes)
+        arms = _arms(session, per, outcomes, keys)
         survival = _survival(session, per, keys)
         for key, arm in arms.items():
             arms[key] = dataclasses.replace(arm, survival=survival.get(key, ()))
@@ -248,12 +246,14 @@ def _per_member(
             cast(
                 _seconds(dialect, a.c.assigned_at, literal(as_of, a.c.assigned_at.type)), Float
             ).label("elapsed"),
-            *[
-                case((a.c.assigned_at <= as_of - dt.timedelta(days=h), 1), else_=0).label(
-                    f"eligible_{h}"
-                )
-                for h in RETENTION_HORIZONS
-            ],
+            # The longest retention window that has closed for the member (0: none).
+            case(
+                *[
+                    (a.c.assigned_at <= as_of - dt.timedelta(days=h), h)
+                    for h in sorted(RETENTION_HORIZONS, reverse=True)
+                ],
+                else_=0,
+            ).label("horizon"),
             # Floats throughout: PostgreSQL sums integers as numeric, much slower.
             cast(func.coalesce(events.c.orders, 0), Float).label("orders"),
             cast(func.coalesce(events.c.revenue, 0), Float).label("revenue"),
@@ -293,7 +293,7 @@ def _outcomes(per: Any, revenue: Any, as_of: dt.datetime) -> dict[str, tuple[Any
     outcomes: dict[str, tuple[Any, Any]] = {}
     for h in RETENTION_HORIZONS:
         kept = and_(per.c.first_order.is_not(None), per.c.first_order <= h * DAY + EPSILON)
-        outcomes[f"retention_{h}d"] = (case((kept, 1), else_=0), per.c[f"eligible_{h}"] == 1)
+        outcomes[f"retention_{h}d"] = (case((kept, 1), else_=0), per.c.horizon >= h)
     outcomes["orders_per_member"] = (per.c.orders, None)
     outcomes["revenue_per_member"] = (revenue, None)
     outcomes["cost_per_member"] = (per.c.cost, None)
@@ -347,13 +347,34 @@ def _sums_columns(outcomes: dict[str, tuple[Any, Any]], per: Any) -> list[Any]:
 
 
 def _sums_query(per: Any, outcomes: dict[str, tuple[Any, Any]]) -> Any:
+    """Per arm and horizon class, the sums of every metric over all its members, with
+    no condition in any sum: a retention metric is then the classes whose window has
+    closed, added up in Python (a handful of rows)."""
     revenue, _ = outcomes["revenue_per_member"]
-    columns = [per.c.arm, func.count().label("n"), *_sums_columns(outcomes, per)]
+    columns = [per.c.arm, per.c.horizon, *_group_columns("all", None, per)]
+    for name, (y, _) in outcomes.items():
+        columns += _metric_columns(name, y, None, per)
     columns += [
         func.coalesce(func.sum(revenue * per.c.orders), 0).label("aov__numden"),
         func.coalesce(func.sum(per.c.orders * per.c.orders), 0).label("aov__denden"),
     ]
-    return select(*columns).group_by(per.c.arm)
+    return select(*columns).group_by(per.c.arm, per.c.horizon)
+
+
+def _arms(
+    session: Session, per: Any, outcomes: dict[str, tuple[Any, Any]], keys: dict[int, str]
+) -> dict[str, Arm]:
+    classes: dict[str, list[Any]] = {}
+    for row in session.execute(_sums_query(per, outcomes)).mappings():
+        classes.setdefault(keys.get(row["arm"], HOLDOUT), []).append(row)
+    return {key: _arm(key, rows, outcomes) for key, rows in classes.items()}
+
+
+def _total(rows: list[Any], horizon: int = 0) -> dict[str, float]:
+    """The sums of the horizon classes of at least ``horizon`` days."""
+    chosen = [row for row in rows if row["horizon"] >= horizon]
+    names = [name for name in rows[0] if name not in ("arm", "horizon")]
+    return {name: sum(float(row[name] or 0) for row in chosen) for name in names}
 
 
 def _read_sums(row: Any, name: str, group: str) -> Sums:
@@ -373,20 +394,25 @@ def _read_sums(row: Any, name: str, group: str) -> Sums:
     )
 
 
-def _arm(key: str, row: Any, outcomes: dict[str, Any]) -> Arm:
+def _arm(key: str, rows: list[Any], outcomes: dict[str, Any]) -> Arm:
+    everyone = _total(rows)
     metrics = {
-        name: _read_sums(row, name, _group(name, where)) for name, (_, where) in outcomes.items()
+        name: _read_sums(
+            _total(rows, HORIZON_OF[name]) if name in HORIZON_OF else everyone, name, "all"
+        )
+        for name in outcomes
     }
     revenue, orders = metrics["revenue_per_member"], metrics["orders_per_member"]
+    n = int(everyone["all__n"])
     aov = RatioSums(
-        n=int(row["n"]),
+        n=n,
         num=revenue.y,
         den=orders.y,
         numnum=revenue.yy,
-        denden=float(row["aov__denden"] or 0),
-        numden=float(row["aov__numden"] or 0),
+        denden=everyone["aov__denden"],
+        numden=everyone["aov__numden"],
     )
-    return Arm(key=key, n=int(row["n"]), metrics=metrics, aov=aov)
+    return Arm(key=key, n=n, metrics=metrics, aov=aov)
 
 
 def _empty(key: str) -> Arm:
