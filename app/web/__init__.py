@@ -7,6 +7,7 @@ bp = Blueprint("web", __name__)
 from app.web import (  # noqa: E402, F401  (routes register on bp)
     audit,
     data_in,
+    experiment_design,
     experiments,
     home,
     imports,
