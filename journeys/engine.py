@@ -1121,6 +1121,11 @@ class _Batch:
         found = self.session.scalar(select(Experiment).where(Experiment.key == step["experiment"]))
         if found is None or found.status != "running":
             return experiment_fallback(step, found)
+        condition = found.audience.get("condition")
+        if condition and not manage.recorded_assignment(self.session, found.id, member.id):
+            record = audience.record(member, self.features.get(member.id))
+            if not conditions.holds(audience.read(condition), record):
+                return experiment_fallback(step, found)  # not for this experiment
         placed = manage.place(self.session, found, member, now=self.now)
         # The messages sent down the variant's path are exposures of this assignment.
         row["context"] = {

@@ -69,3 +69,31 @@ def test_a_split_grants_the_package_and_a_delivered_message_is_an_exposure(sessi
         ("message_delivered", f"message:{message.id}"),
     }
     assert all(e.assignment_id == assignment.id for e in session.scalars(select(Exposure)))
+
+
+def test_a_member_outside_the_experiment_s_audience_is_not_assigned(session):
+    control.SETTING.save(session, control.ControlGroup(percent=0), actor="t", now=T0)
+    session.add(MessageTemplate(key="hi", name="hi", channel="sms", body="您好"))
+    session.add(
+        Experiment(
+            key="pack",
+            name="pack",
+            salt="s1",
+            status=ExperimentStatus.RUNNING,
+            audience={"condition": "stage = 'vip'"},
+            variants=[
+                Variant(key="discount", weight=50, is_control=True),
+                Variant(key="service", weight=50),
+            ],
+        )
+    )
+    member = Member(external_id="x-2", phone="+8613800138001", consent_sms=True)
+    session.add(member)
+    session.flush()
+    journey = versions.create(session, key="j", name="j", definition_data=SPLIT, actor="t", now=T0)
+    versions.publish(session, journey, actor="t", now=T0, approver=True)
+    live = next(x for x in engine.live_journeys(session) if x.journey_id == journey.id)
+    engine.admit(session, live, [engine.Candidate(member.id)], now=T0, timezone="UTC")
+    engine.tick(session, now=T0, timezone="UTC")
+    assert session.scalar(select(Assignment)) is None
+    assert session.scalar(select(Message)) is not None  # down the control's path
