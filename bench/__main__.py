@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import api_auth, events_insert, ingest, journeys, lifecycle, messaging
+from bench import api_auth, events_insert, experiments, ingest, journeys, lifecycle, messaging
 
-BENCHMARKS = [events_insert, api_auth, ingest, lifecycle, journeys, messaging]
+BENCHMARKS = [events_insert, api_auth, ingest, lifecycle, journeys, messaging, experiments]
 
 
 def main() -> int:
