@@ -122,7 +122,12 @@ def aggregate(
         survival = _survival(session, per, keys)
         for key, arm in arms.items():
             arms[key] = dataclasses.replace(arm, survival=survival.get(key, ()))
-        breakdowns = _breakdowns(session, per, outcomes[primary], keys)
+        # A ratio (AOV) has no per-member sums to slice: no breakdowns for it.
+        breakdowns = (
+            _breakdowns(session, per, outcomes[primary], keys)
+            if primary in outcomes
+            else {dimension: {} for dimension in BREAKDOWNS}
+        )
     for key in [*keys.values(), HOLDOUT]:
         arms.setdefault(key, _empty(key))
     return Aggregates(as_of=as_of, arms=arms, winsor_cap=cap, breakdowns=breakdowns)
@@ -220,9 +225,9 @@ def _per_member(
         .subquery()
     )
     redeemed = and_(g.c.redeemed_at.is_not(None), g.c.redeemed_at <= as_of)
-    # Points and services cost when granted; coupons, free shipping and multipliers
-    # when used.
-    incurred = case((g.c.kind.in_(("points", "service")), True), else_=redeemed)
+    # A coupon costs its value once redeemed; the other benefits cost what the package
+    # says when granted (points, a service, free shipping or a multiplier given).
+    incurred = case((g.c.kind == "coupon", redeemed), else_=True)
     grants = (
         select(
             g.c.member_id,
@@ -282,7 +287,9 @@ def _cap(session: Session, per: Any, percentile: float) -> float | None:
         return None
     rank = int(percentile / 100 * (n - 1))
     value = session.scalar(select(per.c.revenue).order_by(per.c.revenue).offset(rank).limit(1))
-    return float(value)
+    # Early on, fewer than one member in a hundred has bought: a cap of 0 would cut
+    # every member's revenue to nothing, so nothing is cut.
+    return float(value) if value is not None and value > 0 else None
 
 
 # -- sums per arm

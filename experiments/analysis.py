@@ -72,7 +72,12 @@ def analyse(data: Aggregates, plan: Plan, *, cuped: bool = True) -> dict[str, An
     _correct(variants, plan, skip=plan.control)
     if by_holdout:
         _correct(by_holdout["variants"], plan)
-    sequential = _sequential(variants, plan)
+    counted = (
+        sum(arm.metrics[plan.primary].n for arm in arms.values())
+        if plan.primary in (arms[plan.control].metrics)
+        else sum(arm.n for arm in arms.values())
+    )
+    sequential = _sequential(variants, plan, counted)
     # Under a sequential design the primary metric's decision is the design's, not the
     # fixed-horizon p-value's (which daily looks would inflate).
     for key, reading in sequential["variants"].items():
@@ -289,27 +294,34 @@ def _srm(arms: Mapping[str, Arm], plan: Plan) -> dict[str, Any]:
     }
 
 
-def _sequential(variants: dict[str, Any], plan: Plan) -> dict[str, Any]:
+def _sequential(variants: dict[str, Any], plan: Plan, members: int) -> dict[str, Any]:
     """How the primary metric reads under the design's mode: an always-valid p-value
     and confidence sequence (mSPRT), or the O'Brien-Fleming boundary of the planned
-    look reached."""
+    look reached. With several variants against the control, each is read at alpha
+    over their number (Bonferroni), so the family keeps its alpha. ``members`` are all
+    the arms' members the primary metric counts, compared with the planned members."""
     reading: dict[str, Any] = {"mode": plan.mode, "variants": {}}
     if plan.mode == "fixed":
         return reading
-    boundaries = power.obrien_fleming(plan.looks, plan.alpha) if plan.mode != "always_valid" else ()
-    for key, variant in variants.items():
-        if key == plan.control:
-            continue
-        cell = variant["metrics"][plan.primary]
+    treated = [key for key in variants if key != plan.control]
+    alpha = plan.alpha / max(1, len(treated))
+    reading["alpha"] = alpha
+    look = None
+    if plan.mode == "group_sequential":
+        boundaries = power.obrien_fleming(plan.looks, alpha)
+        look = _look(plan, members)
+        reading.update(look)
+    for key in treated:
+        cell = variants[key]["metrics"][plan.primary]
         if cell["p_value"] is None:
             continue
         diff = cell["abs_lift"]
         z_crit = float(scipy_stats.norm.ppf(1 - plan.alpha / 2))
         se = (cell["abs_ci"][1] - cell["abs_ci"][0]) / (2 * z_crit)
         if plan.mode == "always_valid":
-            reading["variants"][key] = _always_valid(diff, se, cell, plan)
+            reading["variants"][key] = _always_valid(diff, se, cell, plan, alpha)
         else:
-            reading["variants"][key] = _group_sequential(diff, se, cell, plan, boundaries)
+            reading["variants"][key] = _group_sequential(diff, se, look, boundaries)
     return reading
 
 
@@ -320,7 +332,7 @@ def _tau2(cell: Mapping[str, Any], plan: Plan) -> float:
     return (relative * scale) ** 2
 
 
-def _always_valid(diff: float, se: float, cell, plan: Plan) -> dict[str, Any]:
+def _always_valid(diff: float, se: float, cell, plan: Plan, alpha: float) -> dict[str, Any]:
     variance, tau2 = se**2, _tau2(cell, plan)
     p_value = est.always_valid_p(diff, variance, tau2)
     if variance > 0:
@@ -328,36 +340,44 @@ def _always_valid(diff: float, se: float, cell, plan: Plan) -> dict[str, Any]:
             variance
             * (variance + tau2)
             / tau2
-            * (2 * math.log(1 / plan.alpha) + math.log((variance + tau2) / variance))
+            * (2 * math.log(1 / alpha) + math.log((variance + tau2) / variance))
         )
     else:
         half = 0.0
     return {
         "p_value": p_value,
         "ci": [diff - half, diff + half],
-        "significant": p_value < plan.alpha,
+        "significant": p_value < alpha,
     }
 
 
-def _group_sequential(diff, se, cell, plan: Plan, boundaries) -> dict[str, Any]:
+def _look(plan: Plan, members: int) -> dict[str, Any]:
+    """The last planned look the members have reached (look k is planned at k/K of the
+    planned members), and when the next one comes."""
     planned = plan.planned_members
-    members = cell["n"] + cell["n_control"]
     if not planned:
-        return {"look": None, "significant": False, "note": "no planned number of members"}
+        return {"look": None, "note": "no planned number of members"}
     fraction = min(1.0, members / planned)
-    # The last planned look reached (look k is planned at k/K of the members).
-    look = max(1, min(plan.looks, math.floor(fraction * plan.looks + 1e-9)))
-    # O'Brien-Fleming: c(t) = C / sqrt(t); the last boundary is C itself.
-    boundary = boundaries[-1] / math.sqrt(max(fraction, 1e-9))
-    z = 0.0 if se == 0 else diff / se
+    look = min(plan.looks, math.floor(fraction * plan.looks + 1e-9))
+    following = None if look >= plan.looks else math.ceil(planned * (look + 1) / plan.looks)
     return {
         "look": look,
         "looks": plan.looks,
         "information": fraction,
-        "z": z,
-        "boundary": boundary,
-        "significant": abs(z) >= boundary,
+        "members": members,
+        "next_look_at": following,
     }
+
+
+def _group_sequential(diff: float, se: float, look, boundaries) -> dict[str, Any]:
+    """The comparison against the boundary of the last planned look reached: the
+    design's error rates hold when the results are read at the planned looks; before
+    the first one nothing can be concluded."""
+    if not look.get("look"):
+        return {"significant": False, "boundary": None, "z": None}
+    z = 0.0 if se == 0 else diff / se
+    boundary = boundaries[look["look"] - 1]
+    return {"z": z, "boundary": boundary, "significant": abs(z) >= boundary}
 
 
 def _survival(arms: Mapping[str, Arm], plan: Plan) -> dict[str, Any]:
@@ -465,7 +485,9 @@ def _sentence(name: str, cell: Mapping[str, Any], plan: Plan, reference: str) ->
         p, said = cell["p_value"], "p"
     p_text = f"{said} = {p:.3f}" if p >= 0.001 else f"{said} < 0.001"
     if "boundary" in reading:
-        p_text = f"look {reading['look']} of {reading['looks']}"
+        p_text = "before the first planned look"
+        if reading["boundary"] is not None:
+            p_text = f"|z| {abs(reading['z']):.2f} against the boundary {reading['boundary']:.2f}"
     figures = ", ".join(part for part in (span, p_text) if part)
     if not cell.get("significant"):
         return (

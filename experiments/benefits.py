@@ -64,7 +64,7 @@ def grant_row(
     ledger entry); ``key`` makes the grant once-only and names its coupon code."""
     kind = benefit["benefit"]
     expires = benefit.get("expires_days")
-    value = benefit.get("value") or benefit.get("multiplier")
+    value = benefit.get("value") or benefit.get("multiplier") or benefit.get("points")
     cost = benefit.get("value") if kind == "coupon" else benefit.get("cost")
     return {
         "member_id": member_id,

@@ -47,8 +47,10 @@ DESIGN_DEFAULTS: dict[str, Any] = {
     "planned_members": None,
 }
 # What may change once members are being assigned: the split may not (a new experiment
-# is needed), nor how the results are read (deciding that after looking is p-hacking).
-CHANGEABLE_WHEN_RUNNING = frozenset({"name", "hypothesis", "guardrail_metrics"})
+# is needed), nor how the results are read: the metrics (the guardrails are the family
+# the correction counts), the effect, the design (deciding them after looking is
+# p-hacking).
+CHANGEABLE_WHEN_RUNNING = frozenset({"name", "hypothesis"})
 
 AudienceReader = Callable[[str], str | None]  # the condition -> what is wrong, or None
 
@@ -90,7 +92,13 @@ def check(
         clean["guardrail_metrics"] = _metrics(data.get("guardrail_metrics"), errors)
     if wanted("minimum_detectable_effect"):
         mde = number(
-            data, "minimum_detectable_effect", "", errors, low=Decimal("0.1"), high=Decimal(100)
+            data,
+            "minimum_detectable_effect",
+            "",
+            errors,
+            low=Decimal("0.1"),
+            high=Decimal(100),
+            places=4,
         )
         clean["minimum_detectable_effect"] = Decimal(mde) if mde is not None else None
     if wanted("design"):
@@ -188,9 +196,12 @@ def _design(value: Any, errors: Errors) -> dict[str, Any]:
         errors.add(f"design.{unknown[0]}", f"unknown: give {', '.join(DESIGN_DEFAULTS)}")
     merged = {**DESIGN_DEFAULTS, **value}
     where = "design"
-    alpha = number(merged, "alpha", where, errors, low=Decimal("0.001"), high=Decimal("0.2"))
-    power = number(merged, "power", where, errors, low=Decimal("0.5"), high=Decimal("0.99"))
-    winsor = number(merged, "winsor_percentile", where, errors, low=Decimal(90), high=Decimal(100))
+    exact = {"errors": errors, "places": 6}
+    alpha = number(merged, "alpha", where, low=Decimal("0.001"), high=Decimal("0.2"), **exact)
+    power = number(merged, "power", where, low=Decimal("0.5"), high=Decimal("0.99"), **exact)
+    winsor = number(
+        merged, "winsor_percentile", where, low=Decimal(90), high=Decimal(100), **exact
+    )
     planned = integer(merged, "planned_members", where, errors, low=100, high=100_000_000)
     mode = choice(merged, "mode", where, MODES, errors, default="fixed")
     if mode == "group_sequential" and planned is None and "design.planned_members" not in errors:

@@ -155,7 +155,7 @@ def place(
         }
         # Two processes asking at once: the first insert wins, both read it back.
         insert = bulk.dialect_insert(session.get_bind().dialect.name)(Assignment.__table__)
-        session.execute(insert.values(row).on_conflict_do_nothing())
+        new = bool(session.execute(insert.values(row).on_conflict_do_nothing()).rowcount)
         recorded = recorded_assignment(session, experiment.id, member.id)
         assert recorded is not None
     variant = next((v for v in experiment.variants if v.id == recorded.variant_id), None)
@@ -206,6 +206,16 @@ def _grant(session, experiment, variant, recorded, member, package, now) -> int:
                 source="experiment",
             )
             fresh = not outcome.replayed
+            # Also a grant, for its cost and as the package's record.
+            row = benefits.grant_row(
+                benefit,
+                member_id=member.id,
+                key=key,
+                source="experiment_variant",
+                source_ref=source_ref,
+                now=now,
+            )
+            bulk.insert_ignore(session, BenefitGrant.__table__, [row], "dedup_key")
         else:
             row = benefits.grant_row(
                 benefit,
@@ -260,9 +270,10 @@ def import_assignments(
             continue
         seen[member] = index
         key = row.get("variant")
-        if key != HOLDOUT and key not in variants:
-            known = ", ".join([*variants, HOLDOUT])
-            errors[f"{where}.variant"] = f"no variant {key!r}: one of {known}"
+        known = [*variants, HOLDOUT] if experiment.holdout_percent else list(variants)
+        if not isinstance(key, str) or key not in known:
+            shown = repr(key) if isinstance(key, str) else "given"
+            errors[f"{where}.variant"] = f"no variant {shown}: one of {', '.join(known)}"
             continue
         at = _aware(row.get("assigned_at"))
         if isinstance(at, str):
@@ -331,7 +342,10 @@ def _aware(value: Any) -> dt.datetime | str:
         return "must be an ISO 8601 time with its zone, e.g. 2026-03-01T10:00:00+08:00"
     if stamp.tzinfo is None or stamp.utcoffset() is None:
         return "has no time zone: add one, e.g. +08:00 or Z"
-    return stamp.astimezone(dt.UTC)
+    try:
+        return stamp.astimezone(dt.UTC)
+    except OverflowError:
+        return "is not a time Tenure can store"
 
 
 def _member_ids(session: Session, external_ids: list[str]) -> dict[str, int]:

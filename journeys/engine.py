@@ -1127,14 +1127,16 @@ class _Batch:
             if not conditions.holds(audience.read(condition), record):
                 return experiment_fallback(step, found)  # not for this experiment
         placed = manage.place(self.session, found, member, now=self.now)
+        if placed.variant not in step["variants"]:
+            # An arm the step has no path for (added to the experiment after the
+            # journey was published): down the control's path, not as its exposure.
+            return experiment_fallback(step, found)
         # The messages sent down the variant's path are exposures of this assignment.
         row["context"] = {
             **row["context"],
             "experiment": {"key": found.key, "variant": placed.variant, "assignment": placed.id},
         }
-        if placed.variant in step["variants"]:
-            return placed.variant
-        return experiment_fallback(step, found)
+        return placed.variant
 
     def handoff(self, row, step: Mapping[str, Any], member: Member) -> str | None:
         """Enroll the member in the target journey; why not, if they were not."""

@@ -39,8 +39,17 @@ def integer(
 
 
 def number(
-    data: Mapping, name: str, where: str, errors: Errors, *, low: Decimal, high: Decimal
+    data: Mapping,
+    name: str,
+    where: str,
+    errors: Errors,
+    *,
+    low: Decimal,
+    high: Decimal,
+    places: int = 2,
 ) -> str | None:
+    """The number as text, rounded to ``places`` decimals (money has two); a number
+    that rounds outside [low, high] is refused."""
     value = data.get(name)
     if value is None or value == "":
         return None
@@ -50,10 +59,14 @@ def number(
         number = Decimal(str(value))
     except InvalidOperation:
         number = Decimal("NaN")
+    if number.is_finite() and low <= number <= high:
+        number = round(number, places)
     if not number.is_finite() or not low <= number <= high:
         errors.add(f"{where}.{name}", f"must be a number from {low} to {high}")
         return None
-    return f"{number:.0f}" if number == number.to_integral() else f"{number:.2f}"
+    if number == number.to_integral():
+        return f"{number:.0f}"
+    return f"{number:.2f}" if places == 2 else f"{number.normalize():f}"
 
 
 def text(data: Mapping, name: str, where: str, errors: Errors, *, pattern=None, max_len=200):

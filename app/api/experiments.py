@@ -15,6 +15,7 @@ from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app import clock
 from app.api.auth import BEARER_DOC, api_actor, require_scope
@@ -239,7 +240,12 @@ class PowerIn(Schema):
     alpha = fields.Float(load_default=0.05, validate=validate.Range(min=0.001, max=0.2))
     power = fields.Float(load_default=0.8, validate=validate.Range(min=0.5, max=0.99))
     mode = fields.Str(load_default="fixed", validate=validate.OneOf(design.MODES))
-    looks = fields.Int(load_default=5, validate=validate.Range(min=2, max=20))
+    looks = fields.Int(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=2, max=20),
+        metadata={"description": "Planned looks (group_sequential: default 5)"},
+    )
 
 
 def read_audience(text: str) -> str | None:
@@ -297,9 +303,12 @@ class Experiments(MethodView):
         clean = _clean(data, partial=False)
         try:
             experiment = manage.create(db.session, clean, actor=api_actor(), now=clock.now())
+            db.session.commit()
         except manage.Conflict as error:
             abort(409, message=str(error))
-        db.session.commit()
+        except IntegrityError:  # created by another request at the same moment
+            db.session.rollback()
+            abort(409, message=f"an experiment called {clean['key']} exists: choose another key")
         return shown(experiment)
 
 
@@ -320,6 +329,8 @@ class OneExperiment(MethodView):
         """Edit a draft; once running only the name, hypothesis and guardrails change (a
         new split, like new weights, needs a new experiment)."""
         experiment = experiment_or_404(key)
+        if isinstance(data.get("design"), dict):  # a change to some of it keeps the rest
+            data = {**data, "design": {**experiment.design, **data["design"]}}
         clean = _clean(data, partial=True)
         try:
             manage.edit(db.session, experiment, clean, actor=api_actor(), now=clock.now())
@@ -425,10 +436,13 @@ def import_assignments(key):
         count = manage.import_assignments(
             db.session, experiment, rows, actor=api_actor(), now=clock.now()
         )
+        db.session.commit()
     except InvalidFields as error:
         db.session.rollback()
         refuse(error.errors)
-    db.session.commit()
+    except IntegrityError:  # a member assigned by another request meanwhile
+        db.session.rollback()
+        abort(409, message="some of these members were assigned meanwhile: send it again")
     return {"imported": count, "assigned": manage.counts(db.session, experiment)}
 
 
@@ -445,13 +459,17 @@ def _csv_rows() -> list[dict[str, Any]]:
         text = request.get_data(as_text=False).decode("utf-8-sig")
     except UnicodeDecodeError:
         refuse({"csv": "the file is not UTF-8 text"})
-    reader = csv.DictReader(io.StringIO(text))
-    missing = {"member", "variant", "assigned_at"} - set(reader.fieldnames or ())
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        fieldnames = reader.fieldnames
+        rows = [dict(row) for row in reader]
+    except csv.Error as error:
+        refuse({"csv": f"line {reader.line_num}: {error}"})
+    missing = {"member", "variant", "assigned_at"} - set(fieldnames or ())
     if missing:
-        refuse(
-            {"csv": f"the header must name member, variant, assigned_at; missing {sorted(missing)}"}
-        )
-    return [dict(row) for row in reader]
+        named = ", ".join(sorted(missing))
+        refuse({"csv": f"the header must name member, variant, assigned_at (missing {named})"})
+    return rows
 
 
 @blp.route("/<key>/exposures", methods=["POST"])
@@ -606,6 +624,8 @@ def power_calculator(data):
     it needs for the target power."""
     if data["treated_share"] + data["control_share"] > 1:
         refuse({"control_share": "the treated and control shares add up to more than 1"})
+    if data["mode"] == "fixed":
+        data["looks"] = None  # one look at the end
     try:
         plan = power.days_needed(power.Design(**data))
     except ValueError as error:

@@ -254,7 +254,8 @@ def test_start_freeze_the_split_edit_what_may_change_and_stop(client, marketer, 
     session.refresh(experiment)
     assert experiment.name == "Packages"
     assert [v.weight for v in experiment.variants] == [50, 50]
-    assert experiment.guardrail_metrics == {"metrics": ["cost_per_member"]}
+    # the guardrails are the family the correction counts: fixed once running
+    assert experiment.guardrail_metrics == {"metrics": ["revenue_per_member", "cost_per_member"]}
     stopped = _post(client, "/experiments/pack/stop", marketer)
     assert stopped.status_code == 302
     session.refresh(experiment)

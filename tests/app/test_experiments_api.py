@@ -346,3 +346,100 @@ def test_a_draft_s_split_changes_and_a_variant_with_members_stays(client, sessio
     assert "variants" in _fields(refused)
     keys = [v["key"] for v in client.get(f"{URL}/pack", headers=writer).get_json()["variants"]]
     assert keys == ["discount", "service"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (
+            {
+                "assignments": [
+                    {"member": "u-0", "variant": [], "assigned_at": "2026-03-01T00:00:00Z"}
+                ]
+            },
+            "assignments.0.variant",
+        ),
+        (
+            {
+                "assignments": [
+                    {
+                        "member": "u-0",
+                        "variant": "discount",
+                        "assigned_at": "0001-01-01T00:00:00+14:00",
+                    }
+                ]
+            },
+            "assignments.0.assigned_at",
+        ),
+    ],
+)
+def test_odd_import_values_are_refused_not_crashed_on(client, session, writer, body, field):
+    _members(session, 1)
+    client.post(URL, json=BODY, headers=writer)
+    assert field in _fields(client.post(f"{URL}/pack/assignments", json=body, headers=writer))
+    assert _count(session, Assignment) == 0
+
+
+def test_a_broken_csv_or_a_holdout_row_without_a_holdout_is_refused(client, session, writer):
+    _members(session, 2)
+    client.post(URL, json={**BODY, "holdout": 0}, headers=writer)
+    csv_headers = {**writer, "Content-Type": "text/csv"}
+    broken = b'member,variant,assigned_at\r"u-0,discount,2026-03-01T00:00:00Z\n' + b"x" * 140_000
+    assert "csv" in _fields(
+        client.post(f"{URL}/pack/assignments", data=broken, headers=csv_headers)
+    )
+    text = b"member,variant,assigned_at\nu-0,holdout,2026-03-01T00:00:00Z\n"
+    answer = client.post(f"{URL}/pack/assignments", data=text, headers=csv_headers)
+    assert "assignments.0.variant" in _fields(answer)
+    assert _count(session, Assignment) == 0
+
+
+def test_a_design_keeps_exact_levels_and_a_partial_change_keeps_the_rest(client, session, writer):
+    design = {"mode": "group_sequential", "looks": 4, "planned_members": 20000, "alpha": 0.001}
+    created = client.post(URL, json={**BODY, "design": design}, headers=writer).get_json()
+    assert created["design"]["alpha"] == 0.001
+    changed = client.patch(f"{URL}/pack", json={"design": {"power": 0.975}}, headers=writer)
+    assert changed.status_code == 200, changed.get_json()
+    kept = changed.get_json()["design"]
+    assert (kept["mode"], kept["looks"], kept["alpha"], kept["power"]) == (
+        "group_sequential",
+        4,
+        0.001,
+        0.975,
+    )
+    client.post(f"{URL}/pack/start", headers=writer)
+    guardrails = {"guardrail_metrics": ["cost_per_member"]}
+    assert "guardrail_metrics" in _fields(
+        client.patch(f"{URL}/pack", json=guardrails, headers=writer)
+    )
+
+
+def test_results_with_aov_as_the_primary_metric_and_a_points_package_s_cost(
+    client, session, writer
+):
+    _members(session, 40)
+    body = copy.deepcopy(BODY)
+    body["primary_metric"] = "aov"
+    body["variants"][1]["benefits"] = [{"benefit": "points", "points": 500, "cost": 5}]
+    client.post(URL, json=body, headers=writer)
+    client.post(f"{URL}/pack/start", headers=writer)
+    for i in range(40):
+        client.post(f"{URL}/pack/assign", json={"member": f"u-{i}"}, headers=writer)
+        _orders(session, f"u-{i}", NOW - dt.timedelta(hours=1) + dt.timedelta(seconds=i))
+    answer = client.get(f"{URL}/pack/results", headers=writer)
+    assert answer.status_code == 200, answer.get_json()
+    found = answer.get_json()
+    assert found["breakdowns"] == {"stage": [], "tier": [], "region": []}
+    cost = found["variants"]["service"]["metrics"]["cost_per_member"]
+    if cost["n"]:
+        assert cost["value"] == pytest.approx(5.0)  # each service member got 500 points
+    assert found["variants"]["service"]["metrics"]["aov"]["n"] == found["variants"]["service"]["n"]
+
+
+def test_the_calculator_s_default_reading_is_one_look(client, writer):
+    body = {"baseline": 0.3, "mde": 0.1, "members_per_day": 200}
+    fixed = client.post(f"{URL}/power", json=body, headers=writer)
+    assert fixed.status_code == 200, fixed.get_json()
+    assert fixed.get_json()["looks"] == 1
+    daily = client.post(f"{URL}/power", json={**body, "mode": "always_valid"}, headers=writer)
+    assert daily.get_json()["looks"] == min(daily.get_json()["days_enrolling"], 100)

@@ -357,8 +357,8 @@ def test_the_group_sequential_reading_at_its_planned_looks_keeps_alpha():
             )
             result = analyse(data, plan)
             reading = result["sequential"]["variants"]["treated"]
-            assert reading["look"] == look + 1
-            assert reading["information"] == pytest.approx((look + 1) / looks)
+            assert result["sequential"]["look"] == look + 1
+            assert result["sequential"]["information"] == pytest.approx((look + 1) / looks)
             sequential |= reading["significant"]
             fixed |= result["variants"]["treated"]["metrics"]["retention_90d"]["p_value"] < 0.05
         return sequential, fixed

@@ -1,10 +1,15 @@
 """The verdict in words, as the result page shows it: the size of the lift, its
-interval and p-value, and a plain "not distinguishable from none" otherwise."""
+interval and p-value, and a plain "not distinguishable from none" otherwise; and the
+group-sequential reading at its planned looks."""
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
 
+import numpy as np
+import pytest
+
+from experiments import power
 from experiments.aggregates import Aggregates
 from experiments.analysis import Plan, analyse
 from tests.experiments.test_correctness import AS_OF, arm_from_rows
@@ -46,3 +51,31 @@ def test_the_verdict_says_how_many_more_members_were_kept_and_how_sure():
         "The effect of The discount package against the holdout is not distinguishable "
         "from none (95% CI -6% to 8%"
     )
+
+
+def test_a_group_sequential_reading_waits_for_its_planned_looks():
+    """Look k is planned at k/K of the planned members: between looks the boundary is
+    the last look's; before the first nothing is concluded; several variants share
+    alpha."""
+
+    plan = dataclasses.replace(
+        PLAN, mode="group_sequential", looks=5, planned_members=50000, guardrails=()
+    )
+
+    def read(service_kept, n):
+        arms = {
+            "discount": _arm("discount", int(0.3 * n), n),
+            "service": _arm("service", service_kept, n),
+            "holdout": _arm("holdout", 0, 0),
+        }
+        data = Aggregates(as_of=AS_OF, arms=arms, winsor_cap=None, breakdowns={})
+        return analyse(data, plan)["sequential"]
+
+    early = read(3360, 4000)  # 8,000 of 50,000 members: before the first look at 10,000
+    assert early["look"] == 0 and early["next_look_at"] == 10000
+    assert early["variants"]["service"]["significant"] is False
+    second = read(int(0.336 * 12000), 12000)  # 24,000: look 2 reached, look 3 at 30,000
+    assert (second["look"], second["next_look_at"]) == (2, 30000)
+    boundaries = power.obrien_fleming(5, 0.05)
+    assert second["variants"]["service"]["boundary"] == pytest.approx(boundaries[1])
+    assert second["variants"]["service"]["significant"] is True  # z about 5.7
