@@ -199,9 +199,7 @@ def _design(value: Any, errors: Errors) -> dict[str, Any]:
     exact = {"errors": errors, "places": 6}
     alpha = number(merged, "alpha", where, low=Decimal("0.001"), high=Decimal("0.2"), **exact)
     power = number(merged, "power", where, low=Decimal("0.5"), high=Decimal("0.99"), **exact)
-    winsor = number(
-        merged, "winsor_percentile", where, low=Decimal(90), high=Decimal(100), **exact
-    )
+    winsor = number(merged, "winsor_percentile", where, low=Decimal(90), high=Decimal(100), **exact)
     planned = integer(merged, "planned_members", where, errors, low=100, high=100_000_000)
     mode = choice(merged, "mode", where, MODES, errors, default="fixed")
     if mode == "group_sequential" and planned is None and "design.planned_members" not in errors:
