@@ -192,9 +192,21 @@ def _grant(session, experiment, variant, recorded, member, package, now) -> int:
     granted = 0
     for index, benefit in enumerate(package):
         key = f"experiment:{experiment.id}:{member.id}:{index}"
-        if benefit["benefit"] == "points":
+        # Every benefit is a grant (its cost, the package's record); the grant's key
+        # makes a second call a no-op. Points are also earned on the ledger.
+        row = benefits.grant_row(
+            benefit,
+            member_id=member.id,
+            key=key,
+            source="experiment_variant",
+            source_ref=source_ref,
+            now=now,
+        )
+        table = BenefitGrant.__table__
+        fresh = bool(bulk.insert_ignore(session, table, [row], "dedup_key", returning="id"))
+        if fresh and benefit["benefit"] == "points":
             rules, _ = points.load(session)
-            outcome = points.earn(
+            points.earn(
                 session,
                 session.get(Member, member.id),
                 benefit["points"],
@@ -205,28 +217,6 @@ def _grant(session, experiment, variant, recorded, member, package, now) -> int:
                 key=key,
                 source="experiment",
             )
-            fresh = not outcome.replayed
-            # Also a grant, for its cost and as the package's record.
-            row = benefits.grant_row(
-                benefit,
-                member_id=member.id,
-                key=key,
-                source="experiment_variant",
-                source_ref=source_ref,
-                now=now,
-            )
-            bulk.insert_ignore(session, BenefitGrant.__table__, [row], "dedup_key")
-        else:
-            row = benefits.grant_row(
-                benefit,
-                member_id=member.id,
-                key=key,
-                source="experiment_variant",
-                source_ref=source_ref,
-                now=now,
-            )
-            table = BenefitGrant.__table__
-            fresh = bool(bulk.insert_ignore(session, table, [row], "dedup_key", returning="id"))
         if fresh:
             granted += 1
             expose(session, recorded, GRANTED, key, now)

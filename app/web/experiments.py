@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from flask_login import login_required
 from sqlalchemy import func, select
 
@@ -22,6 +21,8 @@ from app.auth.web import role_required
 from app.extensions import db
 from app.web import bp, charts
 from app.web.experiment_design import (
+    CORRECTIONS,
+    MODES,
     actor,
     calculator,
     can_edit,
@@ -32,35 +33,8 @@ from app.web.experiment_design import (
 from app.web.programme import EDITORS
 from experiments import analysis, design, manage, power
 from experiments.assignment import HOLDOUT
-from experiments.design import DESIGN_DEFAULTS
 from experiments.models import Assignment, Experiment, ExperimentStatus
 from journeys import audience
-
-MAX_VARIANTS = 5
-MODES = {
-    "fixed": _l(
-        "One look at the end: read the results once, when the planned members’ windows "
-        "have closed. The fewest members; peeking earlier and stopping on a good day "
-        "makes false wins likely."
-    ),
-    "group_sequential": _l(
-        "A few planned looks (O’Brien–Fleming boundaries): stop early only when a look "
-        "crosses its boundary. Costs a few percent more members."
-    ),
-    "always_valid": _l(
-        "Look any day (always-valid p-values): stop whenever the answer is clear. "
-        "Costs the most members."
-    ),
-}
-CORRECTIONS = {
-    "holm": _l(
-        "Holm: limits the chance of any false win among the primary and guardrail metrics (strict)"
-    ),
-    "fdr_bh": _l("Benjamini–Hochberg: limits the share of false wins among the wins (less strict)"),
-}
-SETTINGS = ("value", "threshold", "expires_days", "points", "multiplier", "service", "cost")
-DESIGN_FIELDS = tuple(DESIGN_DEFAULTS)
-
 
 # --------------------------------------------------------------------------- list
 
