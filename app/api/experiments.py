@@ -99,7 +99,11 @@ class DesignIn(Schema):
     )
     looks = fields.Int(metadata={"description": "Planned looks (group_sequential), 2-20"})
     planned_members = fields.Int(
-        allow_none=True, metadata={"description": "Members at the last planned look"}
+        allow_none=True,
+        metadata={
+            "description": "Members of every arm (the holdout's too) that the primary "
+            "metric counts at the last planned look"
+        },
     )
     alpha = fields.Float()
     power = fields.Float()
