@@ -182,7 +182,7 @@ def _visit(session, step_id, step, member, features, context, journey_id, now):
         percent = step["branches"][int(chosen)]["percent"]
         return stop(f"random split: branch {int(chosen) + 1} ({percent}%)", chosen)
     if kind == "experiment_split":
-        return stop(*_variant(session, step, member))
+        return stop(*_variant(session, step, member, features))
     if kind == "update_attribute":
         return stop(f"sets attribute {step['attribute']} to {step['value']!r}")
     if kind == "webhook":
@@ -192,7 +192,9 @@ def _visit(session, step_id, step, member, features, context, journey_id, now):
     return stop("leaves the journey", "exit")
 
 
-def _variant(session: Session, step: Mapping[str, Any], member: Member) -> tuple[str, str]:
+def _variant(
+    session: Session, step: Mapping[str, Any], member: Member, features
+) -> tuple[str, str]:
     experiment = session.scalar(select(Experiment).where(Experiment.key == step["experiment"]))
     if experiment is None or experiment.status != "running":
         fallback = engine.experiment_fallback(step, experiment)
@@ -202,6 +204,11 @@ def _variant(session: Session, step: Mapping[str, Any], member: Member) -> tuple
             Assignment.experiment_id == experiment.id, Assignment.member_id == member.id
         )
     )
+    condition = experiment.audience.get("condition")
+    record = audience.record(member, features)
+    if recorded is None and condition and not conditions.holds(audience.read(condition), record):
+        fallback = engine.experiment_fallback(step, experiment)
+        return f"not in experiment {experiment.key}'s audience: {fallback}", fallback
     if recorded is not None:
         variant = next((v for v in experiment.variants if v.id == recorded.variant_id), None)
     else:
