@@ -168,3 +168,23 @@ def test_buckets_are_shared_out_by_the_weights():
         variant = assignment.variant_for(experiment, number)
         counts[variant.key if variant else "holdout"] += 1
     assert counts == {"holdout": 2000, "a": 6000, "b": 2000}
+
+
+def test_a_dry_run_sends_a_member_outside_the_experiment_s_audience_down_the_control_s_path(
+    session,
+):
+    journey, member, experiment = _setup(session)
+    experiment.audience = {"condition": "stage = 'vip'"}
+    session.flush()
+    trial = dry_run.run(
+        session,
+        journey_id=journey.id,
+        journey_key=journey.key,
+        defn=versions.latest(journey).definition,
+        member=member,
+        now=T0,
+    )
+    pick = next(stop for stop in trial.stops if stop.step == "pick")
+    assert "not in experiment pack's audience" in pick.note
+    assert pick.outcome == "discount"  # the control's path
+    assert session.scalar(select(func.count()).select_from(Assignment)) == 0
