@@ -114,9 +114,7 @@ def aggregate(
     keys = {v.id: v.key for v in experiment.variants}
     with _member_table(session, experiment, as_of) as per:
         cap = _cap(session, per, winsor_percentile)
-        revenue = per.c.revenue if cap is None else func.least(per.c.revenue, cap)
-        if session.get_bind().dialect.name == "sqlite":
-            revenue = per.c.revenue if cap is None else func.min(per.c.revenue, cap)
+        revenue = per.c.revenue if cap is None else _least(session, per.c.revenue, cap)
         outcomes = _outcomes(per, revenue, as_of)
         arms = _arms(session, per, outcomes, keys)
         survival = _survival(session, per, keys)
@@ -171,6 +169,13 @@ class _CreateTemporaryTableAs(Executable, ClauseElement):
 @compiles(_CreateTemporaryTableAs)
 def _create_temporary_table_as(element: _CreateTemporaryTableAs, compiler: Any, **kw: Any) -> str:
     return f"CREATE TEMPORARY TABLE {element.name} AS {compiler.process(element.query, **kw)}"
+
+
+def _least(session: Session, value: Any, bound: float) -> Any:
+    """The smaller of the two: LEAST on PostgreSQL, SQLite's two-argument min()."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.least(value, bound)
+    return func.min(value, bound)
 
 
 def _seconds(dialect: str, start: Any, end: Any) -> Any:
@@ -435,9 +440,7 @@ def _survival(session: Session, per: Any, keys: dict[int, str]) -> dict[str, tup
     whole days from assignment to a member's next purchase (0 = within the first 24
     hours), or to the end of their watch without one (``as_of``, at most SURVIVAL_DAYS)."""
     bought = and_(per.c.first_order.is_not(None), per.c.first_order < SURVIVAL_DAYS * DAY)
-    watched = func.min(per.c.elapsed, SURVIVAL_DAYS * DAY)
-    if session.get_bind().dialect.name == "postgresql":
-        watched = func.least(per.c.elapsed, SURVIVAL_DAYS * DAY)
+    watched = _least(session, per.c.elapsed, SURVIVAL_DAYS * DAY)
     day = case(
         (bought, cast(func.floor(per.c.first_order / DAY), Float)),
         else_=cast(func.floor((watched + EPSILON) / DAY), Float),

@@ -176,13 +176,17 @@ def _metrics(value: Any, errors: Errors) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
         errors.add("guardrail_metrics", "must be a list of metric names")
         return []
-    unknown = [m for m in value if m not in METRICS]
-    if unknown:
-        errors.add(
-            "guardrail_metrics",
-            f"no metric {unknown[0]!r}: choose from {', '.join(METRICS)}",
-        )
+    if problem := unknown_metric(value):
+        errors.add("guardrail_metrics", problem)
     return list(dict.fromkeys(m for m in value if m in METRICS))
+
+
+def unknown_metric(names: list[str]) -> str | None:
+    """What is wrong with a list of metric names: the first that is not a metric."""
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        return f"no metric {unknown[0]!r}: choose from {', '.join(METRICS)}"
+    return None
 
 
 def _design(value: Any, errors: Errors) -> dict[str, Any]:

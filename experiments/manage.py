@@ -20,8 +20,8 @@ from experiments import benefits
 from experiments.assignment import HOLDOUT, bucket, variant_for
 from experiments.design import CHANGEABLE_WHEN_RUNNING
 from experiments.models import Assignment, Experiment, ExperimentStatus, Exposure, Variant
-from members import audit, bulk, points
-from members.errors import InvalidFields
+from members import audit, bulk, fields, points
+from members.errors import InvalidField, InvalidFields
 from members.loyalty import BenefitGrant
 from members.member import Member
 
@@ -226,8 +226,16 @@ def _grant(session, experiment, variant, recorded, member, package, now) -> int:
 def expose(session: Session, recorded: Assignment, kind: str, ref: str, at: dt.datetime) -> bool:
     """Record that the member received their variant's treatment (once per ``ref``)."""
     row = {"assignment_id": recorded.id, "kind": kind, "ref": ref, "at": at}
+    return bool(record_exposures(session, [row]))
+
+
+def record_exposures(session: Session, rows: list[dict[str, Any]]) -> int:
+    """Exposure rows (assignment_id, kind, ref, at), each once per (assignment, kind,
+    ref); how many were new."""
+    if not rows:
+        return 0
     insert = bulk.dialect_insert(session.get_bind().dialect.name)(Exposure.__table__)
-    return bool(session.execute(insert.values(row).on_conflict_do_nothing()).rowcount)
+    return session.execute(insert.values(rows).on_conflict_do_nothing()).rowcount
 
 
 def import_assignments(
@@ -319,19 +327,14 @@ def counts(session: Session, experiment: Experiment) -> dict[str, int]:
 
 
 def _aware(value: Any) -> dt.datetime | str:
-    """The timestamp, or what is wrong with it: it must say its time zone, since a
-    naive one would be read in whatever zone the server happens to run."""
-    if isinstance(value, dt.datetime):
-        stamp = value
-    elif isinstance(value, str):
-        try:
-            stamp = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            return "must be an ISO 8601 time with its zone, e.g. 2026-03-01T10:00:00+08:00"
-    else:
+    """The timestamp in UTC, or what is wrong with it: it must say its time zone, since
+    a naive one would be read in whatever zone the server happens to run."""
+    if not isinstance(value, str):
         return "must be an ISO 8601 time with its zone, e.g. 2026-03-01T10:00:00+08:00"
-    if stamp.tzinfo is None or stamp.utcoffset() is None:
-        return "has no time zone: add one, e.g. +08:00 or Z"
+    try:
+        stamp = fields.parse_time(value.strip(), "assigned_at")
+    except InvalidField as error:
+        return error.message
     try:
         return stamp.astimezone(dt.UTC)
     except OverflowError:
@@ -339,17 +342,11 @@ def _aware(value: Any) -> dt.datetime | str:
 
 
 def _member_ids(session: Session, external_ids: list[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for start in range(0, len(external_ids), 5000):
-        chunk = external_ids[start : start + 5000]
-        found.update(
-            session.execute(
-                select(Member.external_id, Member.id).where(
-                    Member.external_id.in_(chunk), Member.erased_at.is_(None)
-                )
-            ).all()
-        )
-    return found
+    """The ids of the members with these external ids (erased members are gone)."""
+    rows = bulk.rows_where_in(
+        session, Member.__table__, "external_id", external_ids, ["external_id", "id", "erased_at"]
+    )
+    return {external_id: id_ for external_id, id_, erased_at in rows if erased_at is None}
 
 
 def _assigned(session: Session, experiment_id: int, member_ids: list[int]) -> set[int]:

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from experiments import assignment
-from experiments.models import Assignment, Experiment
+from experiments import assignment, manage
+from experiments.models import Experiment
 from journeys import audience, conditions, control, definition, engine, graph, render
 from journeys.models import Enrollment, MessageTemplate
 from members.event import Event
@@ -199,11 +199,7 @@ def _variant(
     if experiment is None or experiment.status != "running":
         fallback = engine.experiment_fallback(step, experiment)
         return f"experiment {step['experiment']} is not running: {fallback}", fallback
-    recorded = session.scalar(
-        select(Assignment).where(
-            Assignment.experiment_id == experiment.id, Assignment.member_id == member.id
-        )
-    )
+    recorded = manage.recorded_assignment(session, experiment.id, member.id)
     condition = experiment.audience.get("condition")
     record = audience.record(member, features)
     if recorded is None and condition and not conditions.holds(audience.read(condition), record):

@@ -11,10 +11,9 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from experiments import manage
 from experiments.manage import DELIVERED
-from experiments.models import Exposure
 from journeys.models import Enrollment, Message, MessageStatus
-from members import bulk
 
 
 def of_messages(session: Session, message_ids: Iterable[int], now: dt.datetime) -> int:
@@ -44,7 +43,4 @@ def of_messages(session: Session, message_ids: Iterable[int], now: dt.datetime) 
                 "at": delivered_at or sent_at or now,
             }
         )
-    if not exposures:
-        return 0
-    insert = bulk.dialect_insert(session.get_bind().dialect.name)(Exposure.__table__)
-    return session.execute(insert.values(exposures).on_conflict_do_nothing()).rowcount
+    return manage.record_exposures(session, exposures)

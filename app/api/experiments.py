@@ -538,9 +538,8 @@ def _metrics(text: str | None) -> list[str]:
     if not text:
         return list(design.METRICS)
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in design.METRICS]
-    if unknown:
-        refuse({"metrics": f"no metric {unknown[0]!r}: choose from {', '.join(design.METRICS)}"})
+    if problem := design.unknown_metric(names):
+        refuse({"metrics": problem})
     return names
 
 
