@@ -20,6 +20,7 @@ from app import clock, redis_server, uploads
 from app.auth.service import AuthError, create_api_key, create_user
 from app.extensions import db
 from app.redis_client import get_redis
+from app.simulate_cli import simulate_group
 from journeys import engine as journey_engine
 from journeys import ready_made
 from members import csv_import, lifecycle_run, points
@@ -35,6 +36,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(export_group)
     app.cli.add_command(lifecycle_group)
     app.cli.add_command(journeys_group)
+    app.cli.add_command(simulate_group)
     for command in (
         create_user_command,
         create_api_key_command,

@@ -96,6 +96,16 @@ def read(text: str, fields: Mapping[str, Kind] = FIELDS) -> Condition:
     return condition
 
 
+def problem(text: str) -> str | None:
+    """What is wrong with an audience condition's text, or None (experiments' designs
+    take their audience reader in this shape)."""
+    try:
+        read(text)
+    except ConditionError as error:
+        return str(error)
+    return None
+
+
 def _compares(condition: Condition) -> Iterator[Compare]:
     if isinstance(condition, Compare):
         yield condition

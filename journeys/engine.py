@@ -403,6 +403,16 @@ def intake(session: Session, *, now: dt.datetime, timezone: str) -> TickResult:
     return result
 
 
+def catch_up(session: Session, *, now: dt.datetime, timezone: str) -> None:
+    """Take in the triggers and events up to ``now`` with no journey acting on them: a
+    programme that computes stages over its imported history before its journeys go
+    live starts them from the day they do, not from a year of old stage changes."""
+    if try_transaction_lock(session, INTAKE_LOCK):
+        result = TickResult()
+        _intake_triggers(session, [], now, timezone, result)
+        _intake_events(session, [], now, timezone, result)
+
+
 def _intake_triggers(
     session: Session, lives: list[Live], now: dt.datetime, timezone: str, result: TickResult
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
-from members import audit
+from members import audit, bulk
 from members.errors import InvalidField, NotFound
 from members.event import Event
 from members.fields import check_timezone, json_problem, normalise_phone
@@ -236,6 +236,46 @@ def set_consent(
     member.updated_at = now
     session.flush()
     return records
+
+
+def record_consents(
+    session: Session,
+    changes: Iterable[tuple[int, Channel, bool]],
+    *,
+    source: str,
+    now: dt.datetime,
+) -> int:
+    """set_consent() for many members at once, set-based: (member id, channel, granted)
+    triples, each appended to consent_log; for sign-ups that arrive in bulk (an import,
+    the simulator). Returns how many were recorded."""
+    rows = [
+        {
+            "member_id": member_id,
+            "channel": channel.value,
+            "granted": granted,
+            "source": source,
+            "at": now,
+            "note": None,
+        }
+        for member_id, channel, granted in changes
+    ]
+    by_change: dict[tuple[Channel, bool], list[int]] = {}
+    for member_id, channel, granted in (
+        (r["member_id"], Channel(r["channel"]), r["granted"]) for r in rows
+    ):
+        by_change.setdefault((channel, granted), []).append(member_id)
+    for (channel, granted), ids in by_change.items():
+        column = getattr(Member, CONSENT_COLUMNS[channel])
+        for start in range(0, len(ids), bulk.SQLITE_MAX_VARIABLES):
+            chunk = ids[start : start + bulk.SQLITE_MAX_VARIABLES]
+            session.execute(
+                update(Member)
+                .where(Member.id.in_(chunk), Member.erased_at.is_(None))
+                .values({column: granted, Member.updated_at: now})
+                .execution_options(synchronize_session=False)
+            )
+    bulk.insert_rows(session, ConsentRecord.__table__, rows)
+    return len(rows)
 
 
 def consent_of(member: Member) -> dict[str, bool]:

@@ -26,7 +26,6 @@ from app.extensions import db
 from experiments import analysis, design, manage, power
 from experiments.models import Experiment
 from journeys import audience, conditions
-from journeys.conditions import ConditionError
 from members.errors import InvalidFields
 from members.lifecycle import MemberFeatures
 
@@ -252,12 +251,7 @@ class PowerIn(Schema):
     )
 
 
-def read_audience(text: str) -> str | None:
-    try:
-        audience.read(text)
-    except ConditionError as error:
-        return str(error)
-    return None
+read_audience = audience.problem
 
 
 def experiment_or_404(key: str) -> Experiment:
