@@ -177,34 +177,38 @@ def package_of(variant: Variant | None) -> list[dict[str, Any]]:
     return [] if variant is None else list(variant.benefits.get("benefits", []))
 
 
-def recorded_assignment(session: Session, experiment_id: int, member_id: int) -> Assignment | None:
-    return session.scalar(
-        select(Assignment).where(
-            Assignment.experiment_id == experiment_id, Assignment.member_id == member_id
+def recorded_assignment(session: Session, experiment_id: int, member_id: int) -> Any:
+    """The member's assignment (``id``, ``variant_id``, ``assigned_at``), or None. A
+    plain row, not an entity: a journey tick asks once per member it splits, and an ORM
+    query would flush the tick's pending work first."""
+    a = Assignment.__table__.c
+    return session.execute(
+        select(a.id, a.variant_id, a.assigned_at).where(
+            a.experiment_id == experiment_id, a.member_id == member_id
         )
-    )
+    ).first()
 
 
 def _grant(session, experiment, variant, recorded, member, package, now) -> int:
     """Grant the package once per member (the keys make a second call a no-op); each
-    new grant is an exposure."""
+    new grant is an exposure. Every benefit is a grant (its cost, the package's
+    record); points are also earned on the ledger."""
     source_ref = f"{experiment.key}:{variant.key}"
-    granted = 0
-    for index, benefit in enumerate(package):
-        key = f"experiment:{experiment.id}:{member.id}:{index}"
-        # Every benefit is a grant (its cost, the package's record); the grant's key
-        # makes a second call a no-op. Points are also earned on the ledger.
-        row = benefits.grant_row(
+    rows = [
+        benefits.grant_row(
             benefit,
             member_id=member.id,
-            key=key,
+            key=f"experiment:{experiment.id}:{member.id}:{index}",
             source="experiment_variant",
             source_ref=source_ref,
             now=now,
         )
-        table = BenefitGrant.__table__
-        fresh = bool(bulk.insert_ignore(session, table, [row], "dedup_key", returning="id"))
-        if fresh and benefit["benefit"] == "points":
+        for index, benefit in enumerate(package)
+    ]
+    table = BenefitGrant.__table__
+    fresh = set(bulk.insert_ignore(session, table, rows, "dedup_key", returning="dedup_key"))
+    for benefit, row in zip(package, rows, strict=True):
+        if row["dedup_key"] in fresh and benefit["benefit"] == "points":
             rules, _ = points.load(session)
             points.earn(
                 session,
@@ -214,13 +218,16 @@ def _grant(session, experiment, variant, recorded, member, package, now) -> int:
                 now=now,
                 rules=rules,
                 actor="experiment",
-                key=key,
+                key=row["dedup_key"],
                 source="experiment",
             )
-        if fresh:
-            granted += 1
-            expose(session, recorded, GRANTED, key, now)
-    return granted
+    exposures = [
+        {"assignment_id": recorded.id, "kind": GRANTED, "ref": row["dedup_key"], "at": now}
+        for row in rows
+        if row["dedup_key"] in fresh
+    ]
+    record_exposures(session, exposures)
+    return len(exposures)
 
 
 def expose(session: Session, recorded: Assignment, kind: str, ref: str, at: dt.datetime) -> bool:

@@ -937,6 +937,7 @@ class _Batch:
         self.grants: list[dict] = []
         self.points: list[tuple[Member, int, str, str]] = []
         self.templates: dict[str, MessageTemplate | None] = {}
+        self.experiments: dict[str, Experiment | None] = {}
         self.events = self._awaited_events()
 
     def _awaited_events(self) -> dict[int, list[Any]]:
@@ -1128,7 +1129,12 @@ class _Batch:
         return split_branch(row["journey_id"], step_id, row["member_id"], step)
 
     def experiment(self, row, step: Mapping[str, Any], member: Member) -> str:
-        found = self.session.scalar(select(Experiment).where(Experiment.key == step["experiment"]))
+        key = step["experiment"]
+        if key not in self.experiments:
+            self.experiments[key] = self.session.scalar(
+                select(Experiment).where(Experiment.key == key)
+            )
+        found = self.experiments[key]
         if found is None or found.status != "running":
             return experiment_fallback(step, found)
         condition = found.audience.get("condition")

@@ -178,6 +178,7 @@ class Membership:
         n = self.members
         rng = np.random.default_rng([self.seed, 5, day])
         shared = rng.random((_SHARED, n))
+        hour = population.time_of_day(rng, n)
         live = slice(0, self.size)
         rows = np.flatnonzero(
             (t.joined[self.origin[live]] < day + 1) & (self.live_until[live] > day)
@@ -208,7 +209,7 @@ class Membership:
         orders[back] = np.maximum(orders[back], 1)
         # Drifting: the hazard rises with the days since the last order; services and
         # free shipping hold members back.
-        since = day - np.maximum(self.last_order[rows], joined)
+        since = day - np.floor(np.maximum(self.last_order[rows], joined))
         hazard = p.churn.base_hazard * (1 + p.churn.recency_slope * np.clip(since, 0, 365) / 30)
         hazard *= 1 - np.where(self.service_until[rows] > day, by(fx.service_churn_reduction), 0)
         hazard *= 1 - np.where(
@@ -221,7 +222,7 @@ class Membership:
         self.state[rows] = new_state
 
         login_level = np.select(
-            [state == ENGAGED, state == DRIFTING], [1.0, p.churn.drift_login], 0.02
+            [state == ENGAGED, state == DRIFTING], [1.0, p.churn.drift_login], p.churn.lapsed_login
         )
         logged_in = (u_login < t.login[o] * login_level * share_of_day) | (orders > 0)
 
@@ -230,7 +231,11 @@ class Membership:
         order_rows = np.repeat(rows[has], orders[has])
         start_of = np.repeat(np.maximum(joined[has], day), orders[has])
         span = day + 1 - start_of
-        times = start_of + span * population.time_of_day(rng, len(order_rows))
+        # The same hour for a member and their twins (the k-th order of the day later).
+        nth = np.arange(len(order_rows)) - np.repeat(
+            np.cumsum(orders[has]) - orders[has], orders[has]
+        )
+        times = start_of + span * ((hour[self.origin[order_rows]] + 0.37 * nth) % 1)
         times = np.maximum(times - self._zone_shift(day, order_rows), start_of)
         order_o = self.origin[order_rows]
         value = t.order_value[order_o] * rng.lognormal(
@@ -321,9 +326,10 @@ class Membership:
         start = np.maximum(t.joined[members], day)
         at = start + (day + 1 - start) * population.time_of_day(rng, len(members))
         at = np.maximum(at - self._zone_shift(day, members), start)
-        out.append(self._plain(members, LOGIN, at, day))
+        # App users mostly come through the app; the others log in on the web shop.
         opens = t.app[members] & (rng.random(len(members)) < e.app_open)
-        out.append(self._plain(members[opens], APP_OPEN, at[opens] + 1e-5, day))
+        out.append(self._plain(members[~opens], LOGIN, at[~opens], day))
+        out.append(self._plain(members[opens], APP_OPEN, at[opens], day))
         checks = t.checkin[members] & (rng.random(len(members)) < 0.7)
         out.append(self._plain(members[checks], CHECKIN, at[checks] + 2e-5, day))
         return out

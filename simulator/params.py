@@ -111,7 +111,10 @@ class Population:
         0.02, "share who refuse automated marketing as a whole (PIPL art. 24)", low=0, high=1
     )
     cross_border_consent: float = _field(
-        0.6, "share of members abroad who let their number leave China (art. 39)", low=0, high=1
+        0.6,
+        "share of app users who let their push token leave mainland China (PIPL art. 39)",
+        low=0,
+        high=1,
     )
     categories: dict = _field(
         {
@@ -152,10 +155,10 @@ class Population:
 @dataclasses.dataclass(frozen=True)
 class Purchases:
     rate_mean: float = _field(
-        0.05, "orders a day of an engaged member, on average (gamma-distributed)", low=0, high=5
+        0.02, "orders a day of an engaged member, on average (gamma-distributed)", low=0, high=5
     )
     rate_shape: float = _field(
-        1.2, "shape of the gamma distribution of purchase rates (smaller: more unequal)", low=0.05
+        0.8, "shape of the gamma distribution of purchase rates (smaller: more unequal)", low=0.05
     )
     order_value: dict = _field(
         {
@@ -178,36 +181,47 @@ class Purchases:
     )
     review: float = _field(0.12, "chance that an order is followed by a review", low=0, high=1)
     share: float = _field(0.03, "chance that an order is shared", low=0, high=1)
-    refund: float = _field(0.04, "chance that an order is refunded", low=0, high=1)
+    refund: float = _field(0.02, "chance that an order is refunded", low=0, high=1)
 
 
 @dataclasses.dataclass(frozen=True)
 class Engagement:
     login_mean: float = _field(
-        0.32, "chance an engaged member logs in on a given day, on average", low=0, high=1
+        0.2,
+        "chance an engaged member visits (logs in, opens the app) on a given day, on average",
+        low=0,
+        high=1,
     )
-    app_open: float = _field(0.6, "chance an app user's login is an app open too", low=0, high=1)
+    app_open: float = _field(
+        0.75, "chance an app user's visit is through the app (app_open, else login)", low=0, high=1
+    )
     checkin_share: float = _field(
-        0.15, "share of members who check in for points most days they log in", low=0, high=1
+        0.1, "share of members who check in for points most days they visit", low=0, high=1
     )
 
 
 @dataclasses.dataclass(frozen=True)
 class Churn:
     base_hazard: float = _field(
-        0.006, "daily chance that an engaged member starts to drift away", low=0, high=1
+        0.015, "daily chance that an engaged member starts to drift away", low=0, high=1
     )
     recency_slope: float = _field(
         0.6, "the hazard grows by this share for every 30 days since the last order", low=0
     )
     drift_days: float = _field(
-        30, "days a drifting member takes, on average, to lapse for good", low=1, high=365
+        21, "days a drifting member takes, on average, to lapse for good", low=1, high=365
     )
     drift_purchase: float = _field(
-        0.35, "purchase rate of a drifting member, as a share of their own", low=0, high=1
+        0.2, "purchase rate of a drifting member, as a share of their own", low=0, high=1
     )
     drift_login: float = _field(
-        0.3, "login chance of a drifting member, as a share of their own", low=0, high=1
+        0.25, "visit chance of a drifting member, as a share of their own", low=0, high=1
+    )
+    lapsed_login: float = _field(
+        0.08,
+        "visit chance of a lapsed member (they still browse), as a share of their own",
+        low=0,
+        high=1,
     )
     return_daily: float = _field(
         0.002, "daily chance that a lapsed member comes back by themselves", low=0, high=1
@@ -219,7 +233,7 @@ class Effects:
     """The truth: how much what Tenure does changes what members do."""
 
     coupon_purchase_lift: BySensitivity = _field(
-        BySensitivity(1.2, 0.35), "relative rise of the purchase rate while a coupon is valid"
+        BySensitivity(0.6, 0.15), "relative rise of the purchase rate while a coupon is valid"
     )
     coupon_return_daily: BySensitivity = _field(
         BySensitivity(0.05, 0.015),
@@ -229,7 +243,7 @@ class Effects:
         BySensitivity(0.3, 0.1), "relative rise of the purchase rate during extra points"
     )
     service_churn_reduction: BySensitivity = _field(
-        BySensitivity(0.3, 0.65),
+        BySensitivity(0.5, 0.9),
         "relative fall of the drifting hazard for service_days after a service benefit",
     )
     free_shipping_churn_reduction: BySensitivity = _field(
@@ -259,9 +273,21 @@ class Effects:
 @dataclasses.dataclass(frozen=True)
 class Clock:
     tick_hours: list = _field(
-        [9, 13, 19],
+        [10, 19],
         "programme-local hours at which Tenure's periodic work runs each simulated day "
-        "(events that happened before it are ingested first)",
+        "once the journeys are live (events that happened before are ingested first)",
+    )
+    full_run_every: int = _field(
+        7,
+        "days between full lifecycle runs (the others look only at members who may have moved)",
+        low=1,
+        high=365,
+    )
+    history_every: int = _field(
+        30,
+        "before go-live, days between lifecycle runs (events are ingested daily)",
+        low=1,
+        high=365,
     )
 
 

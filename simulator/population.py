@@ -11,8 +11,9 @@ import dataclasses
 import datetime as dt
 
 import numpy as np
-import phonenumbers
 
+from members.errors import InvalidField
+from members.fields import normalise_phone
 from simulator.params import SPRING_FESTIVAL, Params
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林高罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蒋蔡余杜叶程"
@@ -83,6 +84,8 @@ class Traits:
     push: np.ndarray  # bool
     personalised: np.ndarray  # bool: accepts automated marketing (PIPL art. 24)
     cross_border: np.ndarray  # bool
+    looks: np.ndarray  # int64: picks the name and the push token
+    born: np.ndarray  # int32: birthday, days after 1965-01-01
 
     @property
     def size(self) -> int:
@@ -117,6 +120,8 @@ def draw(params: Params, members: int, days: int, start: dt.date, seed: int) -> 
         push=app & (rng.random(members) < pop.consent_push),
         personalised=rng.random(members) >= pop.refuse_personalised,
         cross_border=rng.random(members) < pop.cross_border_consent,
+        looks=rng.integers(0, 1 << 62, members),
+        born=rng.integers(0, 40 * 365, members).astype(np.int32),
     )
 
 
@@ -169,12 +174,13 @@ def time_of_day(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def profile(params: Params, traits: Traits, index: int, seed: int) -> dict:
     """The profile the shop would send for member ``index``: name, phone, birthday..."""
-    rng = np.random.default_rng([seed, 1, index])
     region = params.population.regions[traits.region[index]]
-    name = SURNAMES[rng.integers(len(SURNAMES))] + "".join(
-        GIVEN[i] for i in rng.integers(len(GIVEN), size=1 + int(rng.random() < 0.7))
-    )
-    birthday = dt.date(1965, 1, 1) + dt.timedelta(days=int(rng.integers(0, 40 * 365)))
+    looks = int(traits.looks[index])
+    given = GIVEN[looks % len(GIVEN)]
+    if looks >> 20 & 7 < 5:  # two-character given names are the more common
+        given += GIVEN[(looks >> 8) % len(GIVEN)]
+    name = SURNAMES[(looks >> 24) % len(SURNAMES)] + given
+    birthday = dt.date(1965, 1, 1) + dt.timedelta(days=int(traits.born[index]))
     fields = {
         "name": name,
         "phone": phone(region.country, index, seed),
@@ -187,7 +193,7 @@ def profile(params: Params, traits: Traits, index: int, seed: int) -> dict:
         },
     }
     if traits.app[index]:
-        fields["push_token"] = f"sim-{seed}-{index}-{rng.integers(1 << 62):x}"
+        fields["push_token"] = f"sim-{seed}-{index}-{looks:x}"
     return fields
 
 
@@ -201,6 +207,8 @@ def phone(country: str, index: int, seed: int) -> str:
     for attempt in range(50):
         prefix = options[(index + attempt) % len(options)]
         number = f"{code}{prefix}{(tail + attempt * 104_729) % 10**digits:0{digits}d}"
-        if phonenumbers.is_valid_number(phonenumbers.parse(number, None)):
-            return number
+        try:
+            return normalise_phone(number)
+        except InvalidField:
+            continue
     raise AssertionError(f"no valid {country} number for member {index}")  # pragma: no cover

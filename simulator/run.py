@@ -220,33 +220,33 @@ def run(
 ) -> Simulation:
     """Live the simulation's remaining days; commit and save after each."""
     clock = sim.clock
-    hours = sim.params.clock.tick_hours
+    timing = sim.params.clock
     while not sim.done and not should_stop():
         started = time.perf_counter()
         day = sim.next_day
         sim.pending = sim.pending.merge(sim.membership.step(day))
         work = tenure.Work()
+        live = day >= sim.plan.history
+        # Before go-live Tenure only takes the history in: once a day, with the stages
+        # computed every few days (and on the last day before the journeys start).
+        hours = timing.tick_hours if live else timing.tick_hours[-1:]
         for i, hour in enumerate(hours):
             at = day + hour / 24
             now = clock.at(at)
             _take_in(session, sim, at, now, settings)
-            live = day >= sim.plan.history
             if live and not sim.live:
                 tenure.go_live(session, now, settings.timezone)
                 go_live(session, now)
                 sim.live = True
-            elif not live:
-                tenure.go_live(session, now, settings.timezone)
             session.commit()
-            done = tenure.run_tenure(
-                session,
-                now,
-                timezone=settings.timezone,
-                full=i == 0,
-                journeys=live,
-                batch=settings.journey_batch,
-                commit=session.commit,
-            )
+            if live:
+                full = i == 0 and (day - sim.plan.history) % timing.full_run_every == 0
+                done = _tenure(session, sim, now, settings, full=full, journeys=True)
+            elif (day + 1) % timing.history_every == 0 or day + 1 == sim.plan.history:
+                done = _tenure(session, sim, now, settings, full=False, journeys=False)
+                tenure.go_live(session, now, settings.timezone)  # triggers seen, not acted on
+            else:
+                done = tenure.Work()
             _react(session, sim, at, now)
             session.commit()
             for name in dataclasses.asdict(work):
@@ -268,6 +268,18 @@ def run(
             )
         )
     return sim
+
+
+def _tenure(session, sim: Simulation, now, settings: Settings, *, full: bool, journeys: bool):
+    return tenure.run_tenure(
+        session,
+        now,
+        timezone=settings.timezone,
+        full=full,
+        journeys=journeys,
+        batch=settings.journey_batch,
+        commit=session.commit,
+    )
 
 
 def _take_in(session: Session, sim: Simulation, at: float, now, settings: Settings) -> None:
