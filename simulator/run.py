@@ -240,10 +240,14 @@ def run(
                 sim.live = True
             session.commit()
             if live:
-                full = i == 0 and (day - sim.plan.history) % timing.full_run_every == 0
-                done = _tenure(session, sim, now, settings, full=full, journeys=True)
+                # Stages once a day (every member now and then), journeys at every tick.
+                lifecycle = None
+                if i == 0:
+                    weekly = (day - sim.plan.history) % timing.full_run_every == 0
+                    lifecycle = "full" if weekly else "incremental"
+                done = _tenure(session, now, settings, lifecycle=lifecycle, journeys=True)
             elif (day + 1) % timing.history_every == 0 or day + 1 == sim.plan.history:
-                done = _tenure(session, sim, now, settings, full=False, journeys=False)
+                done = _tenure(session, now, settings, lifecycle="incremental", journeys=False)
                 tenure.go_live(session, now, settings.timezone)  # triggers seen, not acted on
             else:
                 done = tenure.Work()
@@ -270,12 +274,12 @@ def run(
     return sim
 
 
-def _tenure(session, sim: Simulation, now, settings: Settings, *, full: bool, journeys: bool):
+def _tenure(session, now, settings: Settings, *, lifecycle: str | None, journeys: bool):
     return tenure.run_tenure(
         session,
         now,
         timezone=settings.timezone,
-        full=full,
+        lifecycle=lifecycle,
         journeys=journeys,
         batch=settings.journey_batch,
         commit=session.commit,

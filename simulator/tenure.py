@@ -194,20 +194,22 @@ def run_tenure(
     now: dt.datetime,
     *,
     timezone: str,
-    full: bool,
+    lifecycle: str | None,
     journeys: bool,
     batch: int,
     commit,
 ) -> Work:
-    """What the worker's cron does, at ``now``: lifecycle (``full``: every member),
-    points, and, once Tenure runs the programme (``journeys``), the journey tick and
-    the delivery of due messages (console provider: delivered as they are claimed)."""
+    """What the worker's cron does, at ``now``: the lifecycle run (``"full"``: every
+    member, ``"incremental"``, or None: not at this tick) with the points tick, and,
+    once Tenure runs the programme (``journeys``), the journey tick and the delivery
+    of due messages (console provider: delivered as they are claimed)."""
     work = Work()
-    ran = lifecycle_run.run(session, now=now, full=full, timezone=timezone)
-    work.changed_stage = ran.changed
-    commit()
-    points.tick(session, now=now, timezone=timezone)
-    commit()
+    if lifecycle is not None:
+        ran = lifecycle_run.run(session, now=now, full=lifecycle == "full", timezone=timezone)
+        work.changed_stage = ran.changed
+        commit()
+        points.tick(session, now=now, timezone=timezone)
+        commit()
     if not journeys:
         return work
     ticked = journey_engine.tick(session, now=now, timezone=timezone, batch=batch, commit=commit)
