@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 demo: install
-	$(BIN)/python scripts/demo.py --port $(PORT)
+	$(BIN)/python scripts/demo.py --port $(PORT) $(if $(filter 1 yes true,$(FRESH)),--fresh)
 
 # The suite runs every database test twice: on SQLite and on a PostgreSQL server
 # that the test session starts itself (tests/services.py), with an embedded Redis;

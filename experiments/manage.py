@@ -135,42 +135,70 @@ def place(
     """The member's variant, assigned on first asking while the experiment runs (its
     bucket decides, the same on any machine) and recorded forever; with ``grant`` the
     variant's benefit package is granted once, each grant an exposure."""
-    recorded = recorded_assignment(session, experiment.id, member.id)
-    new = recorded is None
-    if new:
+    return place_many(session, experiment, [member], now=now, grant=grant)[member.id]
+
+
+def place_many(
+    session: Session,
+    experiment: Experiment,
+    members: Iterable[Any],
+    *,
+    now: dt.datetime,
+    grant: bool = True,
+) -> dict[int, Placement]:
+    """place() for many members in a few statements (a journey tick splits a batch at
+    once); by member id. Members are rows or entities with id, external_id, stage, tier
+    and region."""
+    members = list({m.id: m for m in members}.values())
+    recorded = _recorded(session, experiment.id, [m.id for m in members])
+    missing = [m for m in members if m.id not in recorded]
+    fresh: set[int] = set()
+    if missing:
         if experiment.status != ExperimentStatus.RUNNING:
             raise Conflict(f"{experiment.key} is {experiment.status.value}: it assigns no one")
-        number = bucket(experiment.salt, member.external_id)
-        variant = variant_for(experiment, number)
-        row = {
-            "experiment_id": experiment.id,
-            "member_id": member.id,
-            "variant_id": None if variant is None else variant.id,
-            "bucket": number,
-            "source": "hash",
-            "assigned_at": now,
-            "stage": str(member.stage) if member.stage else None,
-            "tier": member.tier,
-            "region": member.region,
-        }
+        rows = []
+        for member in missing:
+            number = bucket(experiment.salt, member.external_id)
+            variant = variant_for(experiment, number)
+            rows.append(
+                {
+                    "experiment_id": experiment.id,
+                    "member_id": member.id,
+                    "variant_id": None if variant is None else variant.id,
+                    "bucket": number,
+                    "source": "hash",
+                    "assigned_at": now,
+                    "stage": str(member.stage) if member.stage else None,
+                    "tier": member.tier,
+                    "region": member.region,
+                }
+            )
         # Two processes asking at once: the first insert wins, both read it back.
-        insert = bulk.dialect_insert(session.get_bind().dialect.name)(Assignment.__table__)
-        new = bool(session.execute(insert.values(row).on_conflict_do_nothing()).rowcount)
-        recorded = recorded_assignment(session, experiment.id, member.id)
-        assert recorded is not None
-    variant = next((v for v in experiment.variants if v.id == recorded.variant_id), None)
-    package = package_of(variant)
-    granted = 0
-    if grant and package and experiment.status == ExperimentStatus.RUNNING:
-        granted = _grant(session, experiment, variant, recorded, member, package, now)
-    return Placement(
-        id=recorded.id,
-        variant=HOLDOUT if variant is None else variant.key,
-        assigned_at=recorded.assigned_at,
-        new=new,
-        benefits=package,
-        granted=granted,
-    )
+        table = Assignment.__table__
+        insert = bulk.dialect_insert(session.get_bind().dialect.name)(table)
+        for start in range(0, len(rows), 500):
+            statement = insert.values(rows[start : start + 500]).on_conflict_do_nothing()
+            fresh.update(session.scalars(statement.returning(table.c.member_id)))
+        recorded.update(_recorded(session, experiment.id, [m.id for m in missing]))
+    variants = {v.id: v for v in experiment.variants}
+    packages = {}
+    for member in members:
+        variant = variants.get(recorded[member.id].variant_id)
+        packages[member.id] = (variant, package_of(variant))
+    granted: dict[int, int] = {}
+    if grant and experiment.status == ExperimentStatus.RUNNING:
+        granted = _grant(session, experiment, members, recorded, packages, now)
+    return {
+        member.id: Placement(
+            id=recorded[member.id].id,
+            variant=HOLDOUT if packages[member.id][0] is None else packages[member.id][0].key,
+            assigned_at=recorded[member.id].assigned_at,
+            new=member.id in fresh,
+            benefits=packages[member.id][1],
+            granted=granted.get(member.id, 0),
+        )
+        for member in members
+    }
 
 
 def package_of(variant: Variant | None) -> list[dict[str, Any]]:
@@ -181,53 +209,74 @@ def recorded_assignment(session: Session, experiment_id: int, member_id: int) ->
     """The member's assignment (``id``, ``variant_id``, ``assigned_at``), or None. A
     plain row, not an entity: a journey tick asks once per member it splits, and an ORM
     query would flush the tick's pending work first."""
+    return _recorded(session, experiment_id, [member_id]).get(member_id)
+
+
+def _recorded(session: Session, experiment_id: int, member_ids: list[int]) -> dict[int, Any]:
     a = Assignment.__table__.c
-    return session.execute(
-        select(a.id, a.variant_id, a.assigned_at).where(
-            a.experiment_id == experiment_id, a.member_id == member_id
+    found = {}
+    for start in range(0, len(member_ids), 1000):
+        rows = session.execute(
+            select(a.id, a.member_id, a.variant_id, a.assigned_at).where(
+                a.experiment_id == experiment_id,
+                a.member_id.in_(member_ids[start : start + 1000]),
+            )
         )
-    ).first()
+        found.update({row.member_id: row for row in rows})
+    return found
 
 
-def _grant(session, experiment, variant, recorded, member, package, now) -> int:
-    """Grant the package once per member (the keys make a second call a no-op); each
-    new grant is an exposure. Every benefit is a grant (its cost, the package's
-    record); points are also earned on the ledger."""
-    source_ref = f"{experiment.key}:{variant.key}"
-    rows = [
-        benefits.grant_row(
-            benefit,
-            member_id=member.id,
-            key=f"experiment:{experiment.id}:{member.id}:{index}",
-            source="experiment_variant",
-            source_ref=source_ref,
-            now=now,
-        )
-        for index, benefit in enumerate(package)
-    ]
+def _grant(session, experiment, members, recorded, packages, now) -> dict[int, int]:
+    """Grant each member's package once (the keys make a second call a no-op); each new
+    grant is an exposure. Every benefit is a grant (its cost, the package's record);
+    points are also earned on the ledger. How many were new, by member."""
+    wanted = []  # (member, benefit, row)
+    for member in members:
+        variant, package = packages[member.id]
+        for index, benefit in enumerate(package):
+            row = benefits.grant_row(
+                benefit,
+                member_id=member.id,
+                key=f"experiment:{experiment.id}:{member.id}:{index}",
+                source="experiment_variant",
+                source_ref=f"{experiment.key}:{variant.key}",
+                now=now,
+            )
+            wanted.append((member, benefit, row))
+    if not wanted:
+        return {}
     table = BenefitGrant.__table__
+    rows = [row for _, _, row in wanted]
     fresh = set(bulk.insert_ignore(session, table, rows, "dedup_key", returning="dedup_key"))
-    for benefit, row in zip(package, rows, strict=True):
-        if row["dedup_key"] in fresh and benefit["benefit"] == "points":
+    granted: dict[int, int] = {}
+    exposures = []
+    for member, benefit, row in wanted:
+        if row["dedup_key"] not in fresh:
+            continue
+        granted[member.id] = granted.get(member.id, 0) + 1
+        exposures.append(
+            {
+                "assignment_id": recorded[member.id].id,
+                "kind": GRANTED,
+                "ref": row["dedup_key"],
+                "at": now,
+            }
+        )
+        if benefit["benefit"] == "points":
             rules, _ = points.load(session)
             points.earn(
                 session,
                 session.get(Member, member.id),
                 benefit["points"],
-                reason=f"experiment {source_ref}",
+                reason=f"experiment {row['source_ref']}",
                 now=now,
                 rules=rules,
                 actor="experiment",
                 key=row["dedup_key"],
                 source="experiment",
             )
-    exposures = [
-        {"assignment_id": recorded.id, "kind": GRANTED, "ref": row["dedup_key"], "at": now}
-        for row in rows
-        if row["dedup_key"] in fresh
-    ]
     record_exposures(session, exposures)
-    return len(exposures)
+    return granted
 
 
 def expose(session: Session, recorded: Assignment, kind: str, ref: str, at: dt.datetime) -> bool:

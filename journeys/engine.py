@@ -938,6 +938,7 @@ class _Batch:
         self.points: list[tuple[Member, int, str, str]] = []
         self.templates: dict[str, MessageTemplate | None] = {}
         self.experiments: dict[str, Experiment | None] = {}
+        self.placed: dict[tuple[int, int], manage.Placement] = {}  # placed ahead
         self.events = self._awaited_events()
 
     def _awaited_events(self) -> dict[int, list[Any]]:
@@ -970,6 +971,7 @@ class _Batch:
         return found
 
     def run(self) -> None:
+        self._place_ahead()
         for row in self.rows:
             try:
                 self.walk(row)
@@ -982,21 +984,62 @@ class _Batch:
                 self.leave(row, EnrollmentState.EXITED, "error")
         self.write(self.rows)
 
+    def _leaving(self, row, defn, member) -> tuple[EnrollmentState, str] | None:
+        """Why the enrollment leaves before its next step, if it does."""
+        if member is None or member.erased_at is not None:
+            return EnrollmentState.EXITED, "member_erased"
+        if row["state"] == EnrollmentState.HELD_OUT:
+            # Held out to the end: the state stays, so that reports compare them.
+            return EnrollmentState.HELD_OUT, "holdout_window_over"
+        entry = defn["entry"]
+        if entry.get("exit") in ("when_unmatched", "either") and entry.get("audience"):
+            record = audience.record(member, self.features.get(member.id))
+            if not conditions.holds(audience.read(entry["audience"]), record):
+                return EnrollmentState.EXITED, "left_audience"
+        return None
+
+    def _place_ahead(self) -> None:
+        """Members about to reach an experiment split (those at one now, as when it is
+        the journey's first step), placed in a few statements rather than one by one."""
+        waiting: dict[str, list[Any]] = {}
+        for row in self.rows:
+            defn = self.versions[row["journey_version_id"]]
+            step = defn["steps"].get(row["current_step"])
+            if not step or step["type"] != "experiment_split":
+                continue
+            member = self.members.get(row["member_id"])
+            if self._leaving(row, defn, member) is None:
+                waiting.setdefault(step["experiment"], []).append(member)
+        for key, members in waiting.items():
+            found = self._experiment(key)
+            if found is None or found.status != "running":
+                continue
+            condition = found.audience.get("condition")
+            if condition:
+                wanted = audience.read(condition)
+                members = [
+                    m
+                    for m in members
+                    if conditions.holds(wanted, audience.record(m, self.features.get(m.id)))
+                ]
+            placed = manage.place_many(self.session, found, members, now=self.now)
+            self.placed.update({(found.id, member_id): p for member_id, p in placed.items()})
+
+    def _experiment(self, key: str) -> Experiment | None:
+        if key not in self.experiments:
+            self.experiments[key] = self.session.scalar(
+                select(Experiment).where(Experiment.key == key)
+            )
+        return self.experiments[key]
+
     # -- one enrollment
 
     def walk(self, row: dict[str, Any]) -> None:
         defn = self.versions[row["journey_version_id"]]
         member = self.members.get(row["member_id"])
-        if member is None or member.erased_at is not None:
-            return self.leave(row, EnrollmentState.EXITED, "member_erased")
-        if row["state"] == EnrollmentState.HELD_OUT:
-            # Held out to the end: the state stays, so that reports compare them.
-            return self.leave(row, EnrollmentState.HELD_OUT, "holdout_window_over")
-        entry = defn["entry"]
-        if entry.get("exit") in ("when_unmatched", "either") and entry.get("audience"):
-            record = audience.record(member, self.features.get(member.id))
-            if not conditions.holds(audience.read(entry["audience"]), record):
-                return self.leave(row, EnrollmentState.EXITED, "left_audience")
+        leaving = self._leaving(row, defn, member)
+        if leaving is not None:
+            return self.leave(row, *leaving)
         steps = defn["steps"]
         for _ in range(STEPS_PER_RUN):
             step_id = row["current_step"]
@@ -1129,12 +1172,7 @@ class _Batch:
         return split_branch(row["journey_id"], step_id, row["member_id"], step)
 
     def experiment(self, row, step: Mapping[str, Any], member: Member) -> str:
-        key = step["experiment"]
-        if key not in self.experiments:
-            self.experiments[key] = self.session.scalar(
-                select(Experiment).where(Experiment.key == key)
-            )
-        found = self.experiments[key]
+        found = self._experiment(step["experiment"])
         if found is None or found.status != "running":
             return experiment_fallback(step, found)
         condition = found.audience.get("condition")
@@ -1142,7 +1180,9 @@ class _Batch:
             record = audience.record(member, self.features.get(member.id))
             if not conditions.holds(audience.read(condition), record):
                 return experiment_fallback(step, found)  # not for this experiment
-        placed = manage.place(self.session, found, member, now=self.now)
+        placed = self.placed.get((found.id, member.id))
+        if placed is None:
+            placed = manage.place(self.session, found, member, now=self.now)
         if placed.variant not in step["variants"]:
             # An arm the step has no path for (added to the experiment after the
             # journey was published): down the control's path, not as its exposure.

@@ -1,12 +1,17 @@
-"""`make demo`: migrate, make sure there is an admin, start web + worker + cron on the
-configured (by default embedded) database and Redis, print the URL and a login, and
-stop everything cleanly on Ctrl-C."""
+"""`make demo`: migrate, make sure there is an admin, simulate a membership (a year of
+history, then 120 days with the five ready-made journeys and the canonical benefit
+experiment running), start web + worker + cron on the configured (by default
+embedded) database and Redis, print the URL, a login and where to look first, and stop
+everything cleanly on Ctrl-C. A second run reuses the simulation; ``--fresh`` (``make
+demo FRESH=1``) starts the embedded database again."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +27,12 @@ sys.path.insert(0, str(ROOT))
 from config import ConfigError, Settings  # noqa: E402
 
 ADMIN_EMAIL = "admin@example.com"
+# The demo's membership: a year before Tenure, then 120 days with it.
+DEMO_MEMBERS = 20_000
+DEMO_DAYS = 485
+DEMO_HISTORY = 365
+DEMO_SEED = 2026
+EXPERIMENT = "benefit_packages"
 BIN = Path(sys.executable).parent
 
 
@@ -30,6 +41,12 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--fresh", action="store_true", help="Start the demo's data again.")
+    parser.add_argument("--members", type=int, default=DEMO_MEMBERS, help="Simulated members.")
+    parser.add_argument("--days", type=int, default=DEMO_DAYS, help="Simulated days in all.")
+    parser.add_argument(
+        "--history", type=int, default=DEMO_HISTORY, help="Of those, days before go-live."
+    )
     args = parser.parse_args()
     try:
         settings = Settings.from_env()
@@ -50,15 +67,21 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
+    if args.fresh and not start_afresh(settings):
+        return 2
+
     from app import create_app, redis_server
 
     app = create_app(settings)
     step("Migrating the database")
     migrate(app)
     password = ensure_admin(app, settings.instance_path)
+    if not simulate(app, settings, args, lambda: stopping):
+        return 130 if stopping else 1
     install_journeys(app)
     if stopping:
         return 130
+    findings = experiment_line(app, settings)
     started_redis = False
     if settings.redis_url is None:
         started_redis = not redis_server.is_running(settings.instance_path)
@@ -95,6 +118,18 @@ def main() -> int:
             print(f"  Tenure is running at {url}/", flush=True)
             print(f"  Sign in as {ADMIN_EMAIL} with password {password}", flush=True)
             print(f"  API docs: {url}/api/docs    Health: {url}/healthz", flush=True)
+            print(flush=True)
+            print("  Three things to look at first:", flush=True)
+            print(f"  1. The overview, a year of the membership: {url}/", flush=True)
+            print(
+                f"  2. The win-back journey and its live counts: {url}/journeys/dormant_winback",
+                flush=True,
+            )
+            print(
+                f"  3. The benefit experiment: {url}/experiments/{EXPERIMENT}"
+                + (f"\n     {findings}" if findings else ""),
+                flush=True,
+            )
             print("  Press Ctrl-C to stop.", flush=True)
             print(flush=True)
             while not stopping:
@@ -136,6 +171,99 @@ def migrate(app) -> None:
 
     with app.app_context():
         upgrade()
+
+
+def start_afresh(settings) -> bool:
+    """Remove the embedded database and the saved simulation (nothing else)."""
+    url = settings.database_url
+    if not url.startswith("sqlite:///"):
+        print(
+            "demo: FRESH=1 starts only the embedded SQLite database again; "
+            "drop and create your own database yourself",
+            file=sys.stderr,
+        )
+        return False
+    database = Path(url.removeprefix("sqlite:///"))
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(settings.instance_path / "simulation", ignore_errors=True)
+    step(f"Starting afresh: removed {database}")
+    return True
+
+
+def simulate(app, settings, args, stopping) -> bool:
+    """Simulate the demo's membership unless it is there; continue one cut short."""
+    from sqlalchemy import func, select
+
+    from app.extensions import db
+    from members.member import Member
+    from members.programme import Cursor
+    from simulator import run as simulation
+
+    with app.app_context():
+        day = db.session.get(Cursor, simulation.DAY_CURSOR)
+        others = db.session.scalar(select(func.count()).select_from(Member))
+    saved = simulation.state_path(settings.instance_path / "simulation").exists()
+    if day is not None and saved:
+        sim = simulation.load(settings.instance_path / "simulation")
+        if sim.done:
+            step(
+                f"Reusing the simulated membership: {sim.joined:,} members up to "
+                f"{sim.plan.start + dt.timedelta(days=sim.plan.days)} "
+                "(`make demo FRESH=1` simulates it again)"
+            )
+            return True
+        step(f"Continuing the simulation from day {sim.next_day} of {sim.plan.days}")
+        command = ["simulate", "--resume"]
+    elif others:
+        step("This instance has members of its own: no simulation added")
+        return True
+    else:
+        step(
+            f"Simulating {args.members:,} members: {args.history} days of history, then "
+            f"{args.days - args.history} days with the ready-made journeys and the "
+            "benefit experiment"
+        )
+        command = [
+            *("simulate", "--members", str(args.members), "--days", str(args.days)),
+            *("--history", str(args.history), "--campaigns", "--seed", str(DEMO_SEED)),
+        ]
+    env = {**os.environ, "TENURE_INSTANCE_PATH": str(settings.instance_path)}
+    started = time.monotonic()
+    # Its own process group would not see Ctrl-C: it shares ours, stops after the
+    # simulated day it is in, and saves it for the next `make demo`.
+    done = subprocess.run([str(BIN / "flask"), "--app", "wsgi", *command], cwd=ROOT, env=env)
+    if done.returncode != 0 or stopping():
+        return False
+    step(f"Simulated in {time.monotonic() - started:.0f} s")
+    return True
+
+
+def experiment_line(app, settings) -> str | None:
+    """The canonical experiment's estimate beside the simulator's truth, in words."""
+    from app.extensions import db
+    from simulator import report
+    from simulator import run as simulation
+
+    folder = settings.instance_path / "simulation"
+    if not simulation.state_path(folder).exists():
+        return None
+    with app.app_context():
+        sim = simulation.load(folder)
+        lines = [
+            line
+            for line in report.build(db.session, sim)
+            if line.subject.startswith(f"experiment {EXPERIMENT}")
+        ]
+    if not lines or lines[0].estimate is None:
+        return None
+    line = lines[0]
+    covers = "inside" if line.covered else "outside"
+    return (
+        f"the service package keeps {report.percent(line.estimate)} more members at 90 days "
+        f"(95% CI {report.percent(line.low)} to {report.percent(line.high)}); the "
+        f"simulator's truth, {report.percent(line.truth)}, is {covers} it"
+    )
 
 
 def install_journeys(app) -> None:

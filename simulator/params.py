@@ -278,8 +278,9 @@ class Clock:
         "once the journeys are live (events that happened before are ingested first)",
     )
     full_run_every: int = _field(
-        7,
-        "days between full lifecycle runs (the others look only at members who may have moved)",
+        30,
+        "days between full lifecycle runs, which also move the VIP line; the daily runs "
+        "between look at the members who may have moved (production: a full run nightly)",
         low=1,
         high=365,
     )

@@ -146,17 +146,17 @@ def render(lines: list[Line]) -> str:
     for line in lines:
         out.append(line.subject)
         ci = (
-            f"[{_pct(line.low)}, {_pct(line.high)}]"
+            f"[{percent(line.low)}, {percent(line.high)}]"
             if line.low is not None and line.high is not None
             else "-"
         )
         covers = {True: "yes", False: "NO", None: "-"}[line.covered]
         out.append(
-            f"  {line.measure:58} {_pct(line.estimate):>9} {ci:>19} {_pct(line.truth):>8}"
+            f"  {line.measure:58} {percent(line.estimate):>9} {ci:>19} {percent(line.truth):>8}"
             f"  {covers:6}  {line.n:,}"
         )
     return "\n".join(out)
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:+.1f}%"

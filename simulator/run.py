@@ -15,6 +15,7 @@ import datetime as dt
 import os
 import pickle
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ from simulator.model import REFERRAL, Events, Membership
 from simulator.params import Params
 
 STATE_FILE = "simulation.pickle"
+# Days between saves of the state: a crash loses at most these, which --resume lives
+# again (the same events, the same ids: nothing is doubled). Ctrl-C saves at once.
+SAVE_EVERY = 5
 DAY_CURSOR = "simulator.day"
 SEED_CURSOR = "simulator.seed"
 
@@ -77,6 +81,8 @@ class Simulation:
     cursors: dict[str, int] = dataclasses.field(default_factory=dict)
     last_tick: float = 0.0
     seconds: float = 0.0
+    timings: Counter = dataclasses.field(default_factory=Counter)  # seconds by phase
+    definitions: dict = dataclasses.field(default_factory=dict)  # journey versions, read once
 
     @property
     def params(self) -> Params:
@@ -226,6 +232,7 @@ def run(
         day = sim.next_day
         sim.pending = sim.pending.merge(sim.membership.step(day))
         work = tenure.Work()
+        work.seconds["behaviour"] += time.perf_counter() - started
         live = day >= sim.plan.history
         # Before go-live Tenure only takes the history in: once a day, with the stages
         # computed every few days (and on the last day before the journeys start).
@@ -233,33 +240,42 @@ def run(
         for i, hour in enumerate(hours):
             at = day + hour / 24
             now = clock.at(at)
+            started_in = time.perf_counter()
             _take_in(session, sim, at, now, settings)
+            work.seconds["ingest"] += time.perf_counter() - started_in
             if live and not sim.live:
                 tenure.go_live(session, now, settings.timezone)
                 go_live(session, now)
                 sim.live = True
-            session.commit()
             if live:
                 # Stages once a day (every member now and then), journeys at every tick.
                 lifecycle = None
                 if i == 0:
-                    weekly = (day - sim.plan.history) % timing.full_run_every == 0
-                    lifecycle = "full" if weekly else "incremental"
+                    every = (day - sim.plan.history) % timing.full_run_every == 0
+                    lifecycle = "full" if every else "incremental"
                 done = _tenure(session, now, settings, lifecycle=lifecycle, journeys=True)
             elif (day + 1) % timing.history_every == 0 or day + 1 == sim.plan.history:
                 done = _tenure(session, now, settings, lifecycle="incremental", journeys=False)
                 tenure.go_live(session, now, settings.timezone)  # triggers seen, not acted on
             else:
                 done = tenure.Work()
+            started_react = time.perf_counter()
             _react(session, sim, at, now)
             session.commit()
-            for name in dataclasses.asdict(work):
-                setattr(work, name, getattr(work, name) + getattr(done, name))
+            work.seconds["react"] += time.perf_counter() - started_react
+            work.add(done)
         sim.next_day = day + 1
-        _mark(session, sim, clock.at(day + 1))
-        session.commit()
+        if sim.done or should_stop() or sim.next_day % SAVE_EVERY == 0:
+            # The database's day and the saved state's move together.
+            _mark(session, sim, clock.at(day + 1))
+            session.commit()
+            saving = time.perf_counter()
+            save(sim, settings.folder)
+            work.seconds["save"] += time.perf_counter() - saving
+        else:
+            session.commit()
         sim.seconds += time.perf_counter() - started
-        save(sim, settings.folder)
+        sim.timings.update(work.seconds)
         progress(
             Progress(
                 day + 1,
@@ -282,7 +298,9 @@ def _tenure(session, now, settings: Settings, *, lifecycle: str | None, journeys
         lifecycle=lifecycle,
         journeys=journeys,
         batch=settings.journey_batch,
-        commit=session.commit,
+        # One transaction a tick: the simulation is the only writer, and every commit
+        # of a busy SQLite file costs milliseconds.
+        commit=lambda: session.flush(),
     )
 
 
@@ -322,7 +340,7 @@ def _react(session: Session, sim: Simulation, at: float, now: dt.datetime) -> No
             others,
             {f"experiment:{placed.experiment}"},
         )
-    for entered in tenure.entered_since(session, cursors.get("enrollment", 0)):
+    for entered in tenure.entered_since(session, cursors.get("enrollment", 0), sim.definitions):
         cursors["enrollment"] = entered.id
         m.enter(
             f"journey:{entered.journey}",
@@ -346,8 +364,10 @@ def _react(session: Session, sim: Simulation, at: float, now: dt.datetime) -> No
         )
     since = clock.at(sim.last_tick) if sim.last_tick else clock.origin
     extra = []
-    for message in tenure.delivered_between(session, since, now):
-        draws = np.random.default_rng([sim.plan.seed, 6, message.id]).random(3)
+    delivered = tenure.delivered_between(session, since, now, sim.definitions)
+    first = delivered[0].id if delivered else 0
+    luck = np.random.default_rng([sim.plan.seed, 6, first]).random((len(delivered), 3))
+    for message, draws in zip(delivered, luck, strict=True):
         when = clock.days(message.at)
         m.message(message.member, when, message.sources)
         if m.annoyed(message.member, when, draws[0]):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
+from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -142,7 +144,7 @@ def _event_records(sim: Membership, events: Events, clock: Clock) -> Iterator[in
     categories = list(sim.params.population.categories)
     seed = sim.seed
     origin = clock.origin.timestamp()
-    for member, kind, time, amount, category, ref in zip(
+    for member, kind, at, amount, category, ref in zip(
         events.member.tolist(),
         events.kind.tolist(),
         events.time.tolist(),
@@ -170,7 +172,7 @@ def _event_records(sim: Membership, events: Events, clock: Clock) -> Iterator[in
             event_id=event_id,
             member=external_id(member),
             type=name,
-            occurred_at=dt.datetime.fromtimestamp(origin + time * 86400, dt.UTC),
+            occurred_at=dt.datetime.fromtimestamp(origin + at * 86400, dt.UTC),
             properties=properties,
             amount=money,
             currency=None,
@@ -187,6 +189,12 @@ class Work:
     messages: int = 0
     delivered: int = 0
     grants: int = 0
+    # Where the time went, by phase (seconds).
+    seconds: Counter = dataclasses.field(default_factory=Counter)
+
+    def add(self, other: Work) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
 def run_tenure(
@@ -204,23 +212,32 @@ def run_tenure(
     once Tenure runs the programme (``journeys``), the journey tick and the delivery
     of due messages (console provider: delivered as they are claimed)."""
     work = Work()
+    clock = time.perf_counter
     if lifecycle is not None:
+        started = clock()
         ran = lifecycle_run.run(session, now=now, full=lifecycle == "full", timezone=timezone)
         work.changed_stage = ran.changed
         commit()
+        work.seconds["lifecycle"] += clock() - started
+        started = clock()
         points.tick(session, now=now, timezone=timezone)
         commit()
+        work.seconds["points"] += clock() - started
     if not journeys:
         return work
+    started = clock()
     ticked = journey_engine.tick(session, now=now, timezone=timezone, batch=batch, commit=commit)
     work.enrolled, work.messages, work.grants = ticked.enrolled, ticked.messages, ticked.grants
     commit()
+    work.seconds["journeys"] += clock() - started
+    started = clock()
     while True:
         claimed = delivery.deliver_due(session, now=now, limit=delivery.BATCH)
         commit()
         work.delivered += claimed.delivered
         if claimed.claimed < delivery.BATCH:
             break
+    work.seconds["delivery"] += clock() - started
     return work
 
 
@@ -316,7 +333,9 @@ def grants_since(session: Session, after: int) -> list[tuple[int, Grant]]:
     return out
 
 
-def delivered_between(session: Session, since: dt.datetime, until: dt.datetime) -> list[Delivered]:
+def delivered_between(
+    session: Session, since: dt.datetime, until: dt.datetime, known: dict
+) -> list[Delivered]:
     m = Message.__table__.c
     at = func.coalesce(m.delivered_at, m.sent_at)
     rows = session.execute(
@@ -330,11 +349,10 @@ def delivered_between(session: Session, since: dt.datetime, until: dt.datetime) 
             Enrollment.state,
             Enrollment.waiting_for,
             Journey.key,
-            JourneyVersion.definition,
+            Enrollment.journey_version_id,
         )
         .join(Member, Member.id == m.member_id)
         .outerjoin(Enrollment, Enrollment.id == m.enrollment_id)
-        .outerjoin(JourneyVersion, JourneyVersion.id == Enrollment.journey_version_id)
         .outerjoin(Journey, Journey.id == Enrollment.journey_id)
         .where(
             m.status.in_((MessageStatus.DELIVERED, MessageStatus.SENT)),
@@ -353,7 +371,7 @@ def delivered_between(session: Session, since: dt.datetime, until: dt.datetime) 
         placed = (row.context or {}).get("experiment")
         if isinstance(placed, dict) and placed.get("key"):
             sources.append(f"experiment:{placed['key']}")
-        trigger = (row.definition or {}).get("trigger", {})
+        trigger = definition(session, row.journey_version_id, known).get("trigger", {})
         out.append(
             Delivered(
                 row.id,
@@ -422,29 +440,41 @@ def _package(benefits: list[dict]) -> list[tuple[str, dict]]:
     return out
 
 
-def entered_since(session: Session, after: int) -> list[Entered]:
+def entered_since(session: Session, after: int, known: dict) -> list[Entered]:
     """Enrollments treated (not held out) by journeys with a goal and no experiment."""
     e = Enrollment.__table__.c
     rows = session.execute(
-        select(e.id, Member.external_id, Journey.key, e.entered_at, JourneyVersion.definition)
+        select(e.id, Member.external_id, Journey.key, e.entered_at, e.journey_version_id)
         .join(Member, Member.id == e.member_id)
         .join(Journey, Journey.id == e.journey_id)
-        .join(JourneyVersion, JourneyVersion.id == e.journey_version_id)
         .where(e.id > after, e.state != EnrollmentState.HELD_OUT)
         .order_by(e.id)
     )
     out = []
     for row in rows:
         member = index_of(row.external_id)
-        definition = row.definition or {}
-        goal = definition.get("goal") or {}
+        steps = definition(session, row.journey_version_id, known)
+        goal = steps.get("goal") or {}
         splits = any(
-            step.get("type") == "experiment_split" for step in definition.get("steps", {}).values()
+            step.get("type") == "experiment_split" for step in steps.get("steps", {}).values()
         )
         if member is None or goal.get("event") != "order" or splits:
             continue
         out.append(Entered(row.id, member, row.key, row.entered_at, int(goal["within_days"])))
     return out
+
+
+def definition(session: Session, version_id: int | None, known: dict) -> dict[str, Any]:
+    """A journey version's definition, read once into ``known`` (a published version
+    never changes)."""
+    if version_id is None:
+        return {}
+    if version_id not in known:
+        known[version_id] = (
+            session.scalar(select(JourneyVersion.definition).where(JourneyVersion.id == version_id))
+            or {}
+        )
+    return known[version_id]
 
 
 def last_id(session: Session, column) -> int:

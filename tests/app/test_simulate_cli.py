@@ -171,3 +171,93 @@ def test_an_instance_with_provider_accounts_is_refused(cli, session, tmp_path):
         result.output
     )
     assert _count(session, Member) == 0
+
+
+def _fingerprint(app):
+    """What a user would compare between two runs: counts and sums by kind."""
+    from app.extensions import db
+
+    with app.app_context():
+        s = db.session
+        return {
+            "events": sorted(
+                s.execute(
+                    select(Event.type, func.count(), func.sum(Event.amount)).group_by(Event.type)
+                ).all()
+            ),
+            "stages": sorted(
+                s.execute(select(Member.stage, func.count()).group_by(Member.stage)).all(),
+                key=str,
+            ),
+            "messages": s.scalar(select(func.count()).select_from(Message)),
+            "assignments": sorted(
+                s.execute(select(Assignment.member_id, Assignment.variant_id)).all()
+            ),
+            "enrollments": s.scalar(select(func.count()).select_from(Enrollment)),
+        }
+
+
+def _sqlite_app(make_app, tmp_path, name):
+    from tests.conftest import migrate
+
+    folder = tmp_path / name
+    folder.mkdir()
+    app = make_app(database_url=f"sqlite:///{folder / 'tenure.db'}", instance_path=folder)
+    migrate(app)
+    app.config["TENURE_CLOCK"] = lambda: NOW
+    return app
+
+
+SMALL = ["simulate", "--members", "160", "--days", "30", "--history", "8", "--campaigns"]
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_numbers_and_a_resumed_run_the_same(make_app, tmp_path):
+    first = _sqlite_app(make_app, tmp_path, "first")
+    second = _sqlite_app(make_app, tmp_path, "second")
+    resumed = _sqlite_app(make_app, tmp_path, "resumed")
+    for app in (first, second):
+        result = app.test_cli_runner().invoke(args=[*SMALL, "--seed", "9"])
+        assert result.exit_code == 0, result.output
+    assert _fingerprint(first) == _fingerprint(second)
+
+    # Stopped after 13 days (as Ctrl-C does, at the end of a simulated day), then resumed.
+    from app.extensions import db
+    from simulator import params
+
+    with resumed.app_context():
+        settings = resumed.config["TENURE_SETTINGS"]
+        plan = simulation.Plan(
+            members=160,
+            days=30,
+            seed=9,
+            start=dt.date(2026, 10, 24),
+            history=8,
+            campaigns=True,
+        )
+        sim = simulation.new(plan, params.Params(), settings.timezone)
+        config = simulation.Settings(
+            timezone=settings.timezone,
+            currency=settings.currency,
+            journey_batch=settings.journey_batch,
+            folder=settings.instance_path / "simulation",
+        )
+        from simulator import campaigns
+
+        simulation.run(
+            db.session,
+            sim,
+            config,
+            should_stop=lambda: sim.next_day >= 13,
+            go_live=lambda s, now: campaigns.start(s, now, salt="sim-9"),
+        )
+        assert sim.next_day == 13
+        assert db.session.get(Cursor, simulation.DAY_CURSOR).position == 13
+    later = resumed.test_cli_runner().invoke(args=["simulate", "--resume"])
+    assert later.exit_code == 0, later.output
+    assert _fingerprint(resumed) == _fingerprint(first)
+
+    other = _sqlite_app(make_app, tmp_path, "other")
+    result = other.test_cli_runner().invoke(args=[*SMALL, "--seed", "10"])
+    assert result.exit_code == 0
+    assert _fingerprint(other) != _fingerprint(first)

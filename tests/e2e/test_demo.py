@@ -23,12 +23,22 @@ from tests.services import free_port
 pytestmark = pytest.mark.slow
 
 
-def _start_demo(tmp_path: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen, int]:
+# A small membership: the demo's own (20,000 members, 485 days) takes minutes.
+SMALL = ["--members", "300", "--days", "50", "--history", "30"]
+
+
+def _start_demo(
+    tmp_path: Path, env_extra: dict[str, str], *extra: str
+) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "TENURE_INSTANCE_PATH": str(tmp_path), **env_extra}
     env.pop("REDIS_URL", None) if "REDIS_URL" not in env_extra else None
     proc = subprocess.Popen(
-        [sys.executable, "scripts/demo.py", "--port", str(port), "--web-workers", "1"],
+        [
+            *(sys.executable, "scripts/demo.py", "--port", str(port), "--web-workers", "1"),
+            *SMALL,
+            *extra,
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -38,10 +48,11 @@ def _start_demo(tmp_path: Path, env_extra: dict[str, str]) -> tuple[subprocess.P
     return proc, port
 
 
-def _read_until_login(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str, str]:
+def _read_until_ready(proc: subprocess.Popen, timeout: float = 240) -> tuple[str, str, str, str]:
+    """The URL, the login and everything printed up to the three things to look at."""
     deadline = time.monotonic() + timeout
     lines = []
-    url = None
+    url = login = None
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
@@ -50,8 +61,10 @@ def _read_until_login(proc: subprocess.Popen, timeout: float = 120) -> tuple[str
         if m := re.search(r"Tenure is running at (\S+)", line):
             url = m.group(1).rstrip("/")
         if m := re.search(r"Sign in as (\S+) with password (\S+)", line):
-            assert url
-            return url, m.group(1), m.group(2)
+            login = m.group(1), m.group(2)
+        if "Press Ctrl-C to stop" in line:
+            assert url and login
+            return url, *login, "".join(lines)
     raise AssertionError("demo printed no URL and login:\n" + "".join(lines[-40:]))
 
 
@@ -82,8 +95,12 @@ def test_demo_starts_serves_a_login_and_stops_cleanly(tmp_path, database, reques
         env["DATABASE_URL"] = new_database("postgresql", f"demo_{os.getpid()}", tmp_path)
     proc, port = _start_demo(tmp_path, env)
     try:
-        url, email, password = _read_until_login(proc)
+        url, email, password, printed = _read_until_ready(proc)
         assert url == f"http://127.0.0.1:{port}"
+        assert "Simulating 300 members: 30 days of history, then 20 days" in printed
+        assert "Three things to look at first:" in printed
+        assert f"{url}/journeys/dormant_winback" in printed
+        assert f"{url}/experiments/benefit_packages" in printed
         with urllib.request.urlopen(f"{url}/healthz") as health:
             assert health.status == 200
         # The cron process enqueues the heartbeat at start and the forking worker runs it.
@@ -96,6 +113,9 @@ def test_demo_starts_serves_a_login_and_stops_cleanly(tmp_path, database, reques
         assert beat is not None, "cron + worker never ran the heartbeat job"
         home = _login(url, email, password)
         assert "Overview" in home and email in home
+        # The simulated members are there (most of the 300 joined by now).
+        members = re.search(r'<span class="n">([\d,]+)</span><span>members', home).group(1)
+        assert 200 < int(members.replace(",", "")) <= 300
         with pytest.raises(urllib.error.HTTPError) as refused:
             _login(url, email, "wrong password")
         assert refused.value.code == 401
@@ -110,6 +130,27 @@ def test_demo_starts_serves_a_login_and_stops_cleanly(tmp_path, database, reques
     assert not redis_server.is_running(tmp_path)
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def _run_until_ready(tmp_path: Path, *extra: str) -> str:
+    proc, _ = _start_demo(tmp_path, {}, *extra)
+    try:
+        *_, printed = _read_until_ready(proc)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    return printed
+
+
+def test_a_second_demo_reuses_the_simulation_and_fresh_starts_again(tmp_path):
+    first = _run_until_ready(tmp_path)
+    assert "Simulating 300 members" in first
+    again = _run_until_ready(tmp_path)
+    assert "Reusing the simulated membership" in again
+    assert "Simulating" not in again
+    fresh = _run_until_ready(tmp_path, "--fresh")
+    assert "Starting afresh" in fresh and "Simulating 300 members" in fresh
 
 
 def test_demo_refuses_a_busy_port(tmp_path):
