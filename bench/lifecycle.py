@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
-import random
 import time
 from decimal import Decimal
 
@@ -25,12 +24,12 @@ from bench.setup import instance
 from members import bulk, features, lifecycle_run
 from members.event import Event
 from members.member import Member
+from simulator import dataset
 
 MEMBERS = int(os.environ.get("BENCH_MEMBERS", "100000"))
 EVENTS = int(os.environ.get("BENCH_LIFECYCLE_EVENTS", "2000000"))
 AS_OF = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
-CHUNK = 20_000
-TYPES = ("order", "order", "login", "login", "app_open", "refund", "review")
+EVENTS_FILLED = 0
 
 
 def run() -> None:
@@ -41,47 +40,22 @@ def run() -> None:
 
 
 def _fill() -> None:
+    """The virtual membership's members and events (simulator.dataset): joins over time,
+    heterogeneous buyers, members drifting away, up to EVENTS events."""
     started = time.perf_counter()
-    joined = AS_OF - dt.timedelta(days=720)
-    for start in range(0, MEMBERS, CHUNK):
-        bulk.insert_ignore(
-            db.session,
-            Member.__table__,
-            [
-                {
-                    "external_id": f"m-{i}",
-                    "joined_at": joined + dt.timedelta(minutes=i),
-                    "attributes": {},
-                    "created_at": AS_OF,
-                    "updated_at": AS_OF,
-                }
-                for i in range(start, min(start + CHUNK, MEMBERS))
-            ],
-            "external_id",
-        )
-        db.session.commit()
-    ids = db.session.scalars(select(Member.id)).all()
-    rng = random.Random(5)  # noqa: S311 (reproducible test data)
-    for start in range(0, EVENTS, CHUNK):
-        rows = []
-        for i in range(start, min(start + CHUNK, EVENTS)):
-            type_ = rng.choice(TYPES)
-            money = type_ in ("order", "refund")
-            rows.append(
-                {
-                    "event_id": f"e-{i}",
-                    "member_id": rng.choice(ids),
-                    "type": type_,
-                    "occurred_at": AS_OF - dt.timedelta(minutes=rng.randint(0, 400 * 24 * 60)),
-                    "received_at": AS_OF,
-                    "properties": {},
-                    "amount": Decimal(rng.randint(1000, 50000)) / 100 if money else None,
-                    "currency": "CNY" if money else None,
-                    "category": None,
-                }
-            )
-        bulk.insert_ignore(db.session, Event.__table__, rows, "event_id")
-        db.session.commit()
+    # The model makes about 0.05 events a member a day; live long enough for EVENTS.
+    days = int(min(730, max(60, EVENTS / MEMBERS / 0.05)))
+    filled = dataset.fill(
+        db.session,
+        members=MEMBERS,
+        days=days,
+        end=AS_OF,
+        seed=5,
+        max_events=EVENTS,
+        commit=db.session.commit,
+    )
+    global EVENTS_FILLED
+    EVENTS_FILLED = filled.events
     if db.session.get_bind().dialect.name == "postgresql":
         # As a nightly run finds the table: vacuumed (hint bits set, visibility map
         # current) and checkpointed, so that no measurement pays for the bulk load.
@@ -89,7 +63,7 @@ def _fill() -> None:
             c.exec_driver_sql("VACUUM ANALYZE")
             c.exec_driver_sql("CHECKPOINT")
     print(
-        f"  (filled {MEMBERS:,} members and {EVENTS:,} events in "
+        f"  (filled {MEMBERS:,} members and {EVENTS_FILLED:,} events of the simulator in "
         f"{time.perf_counter() - started:.0f}s)",
         flush=True,
     )
@@ -143,7 +117,7 @@ def _measure(kind: str) -> None:
     db.session.commit()
     incremental = _timed_run(now=arrived + dt.timedelta(seconds=30), full=False)
     print(
-        f"{kind}: {MEMBERS:,} members, {EVENTS:,} events\n"
+        f"{kind}: {MEMBERS:,} members, {EVENTS_FILLED:,} events\n"
         f"  bare GROUP BY member (count, sum) over the events: {bare:.1f}s "
         f"({len(rows):,} groups)\n"
         f"  the features' aggregate alone, read, not written: {aggregate:.1f}s "

@@ -233,7 +233,7 @@ class Effects:
     """The truth: how much what Tenure does changes what members do."""
 
     coupon_purchase_lift: BySensitivity = _field(
-        BySensitivity(0.6, 0.15), "relative rise of the purchase rate while a coupon is valid"
+        BySensitivity(0.4, 0.1), "relative rise of the purchase rate while a coupon is valid"
     )
     coupon_return_daily: BySensitivity = _field(
         BySensitivity(0.05, 0.015),
@@ -243,7 +243,7 @@ class Effects:
         BySensitivity(0.3, 0.1), "relative rise of the purchase rate during extra points"
     )
     service_churn_reduction: BySensitivity = _field(
-        BySensitivity(0.5, 0.9),
+        BySensitivity(0.6, 0.9),
         "relative fall of the drifting hazard for service_days after a service benefit",
     )
     free_shipping_churn_reduction: BySensitivity = _field(

