@@ -27,7 +27,9 @@ def test_a_file_overrides_by_section_and_name(tmp_path):
     )
     p = params.load(path)
     assert p.purchases.rate_mean == 0.08
-    assert p.effects.service_churn_reduction == params.BySensitivity(price=0.3, service=0.7)
+    assert p.effects.service_churn_reduction == params.BySensitivity(
+        price=params.Effects().service_churn_reduction.price, service=0.7
+    )
     assert p.clock.tick_hours == [9, 19]
     # Everything not named keeps its default.
     assert p.churn == params.Churn()
