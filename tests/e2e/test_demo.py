@@ -170,3 +170,35 @@ def test_demo_refuses_a_busy_port(tmp_path):
         )
     assert result.returncode == 2
     assert result.stderr.strip() == f"demo: port {port} is in use; run `make demo PORT=5001`"
+
+
+def test_ctrl_c_stops_a_simulation_after_its_day_and_resume_finishes_it(tmp_path):
+    """`flask simulate` as a user runs it in a terminal: Ctrl-C, then --resume."""
+    env = {**os.environ, "TENURE_INSTANCE_PATH": str(tmp_path)}
+    flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
+    subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*flask, "simulate", "--members", "400", "--days", "60", "--history", "20"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    state = tmp_path / "simulation" / "simulation.pickle"
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert state.exists(), "no day was saved"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "Stopping after this simulated day" in out
+    assert "`flask --app wsgi simulate --resume` continues" in out
+    assert "Traceback" not in out
+
+    resumed = subprocess.run(
+        [*flask, "simulate", "--resume"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "Simulated 60 days" in resumed.stdout
