@@ -246,3 +246,45 @@ def test_pages_cannot_be_framed_and_new_secrets_are_not_cached(client, session):
     )
     assert created.headers["Cache-Control"] == "no-store"
     assert created.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_overview_shows_the_year_in_figures(client, session, app, now):
+    import datetime as dt
+    from decimal import Decimal
+
+    from members.event import Event
+    from members.member import Member
+
+    app.config["TENURE_CLOCK"] = lambda: now
+    factories.user(session, "analyst")
+    factories.login(client, "analyst@shop.example")
+    assert "The last 12 months" not in client.get("/").get_data(as_text=True)  # no members
+
+    for i in range(4):
+        member = Member(external_id=f"m{i}", joined_at=now - dt.timedelta(days=200), attributes={})
+        session.add(member)
+        session.flush()
+        if i < 3:  # three of four bought this month: 75% active
+            session.add(
+                Event(
+                    event_id=f"o{i}",
+                    member_id=member.id,
+                    type="order",
+                    occurred_at=now - dt.timedelta(hours=1),
+                    received_at=now,
+                    properties={},
+                    amount=Decimal("120.00"),
+                    currency="CNY",
+                )
+            )
+    session.commit()
+    from app.redis_client import get_redis
+
+    get_redis(app).delete("tenure:overview:figures")
+    html = client.get("/").get_data(as_text=True)
+    assert "The last 12 months" in html
+    assert "<svg" in html and "Monthly active rate" in html
+    assert "75.0%" in html
+    assert "none: 4" in html
+    # Read again from the cache: the same figures.
+    assert "75.0%" in client.get("/").get_data(as_text=True)
