@@ -4,9 +4,27 @@ from __future__ import annotations
 
 import sys
 
-from bench import api_auth, events_insert, experiments, ingest, journeys, lifecycle, messaging
+from bench import (
+    api_auth,
+    events_insert,
+    experiments,
+    ingest,
+    journeys,
+    lifecycle,
+    messaging,
+    simulator,
+)
 
-BENCHMARKS = [events_insert, api_auth, ingest, lifecycle, journeys, messaging, experiments]
+BENCHMARKS = [
+    events_insert,
+    api_auth,
+    ingest,
+    lifecycle,
+    journeys,
+    messaging,
+    experiments,
+    simulator,
+]
 
 
 def main() -> int:
