@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-from typing import Any, NoReturn
 
 import click
 from flask import Flask, current_app
@@ -19,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app import clock, redis_server, uploads
 from app.auth.service import AuthError, create_api_key, create_user
 from app.extensions import db
+from app.oneline import OneLineCommand, fail
 from app.redis_client import get_redis
 from app.simulate_cli import simulate_group
 from journeys import engine as journey_engine
@@ -47,31 +47,6 @@ def register_cli(app: Flask) -> None:
         app.cli.add_command(command)
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(2)
-
-
-class OneLineCommand(click.Command):
-    """A command whose bad arguments end in one line, without click's usage block."""
-
-    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
-        try:
-            return super().make_context(*args, **kwargs)
-        except click.UsageError as exc:
-            exc.ctx = None  # click prints "Usage: ..." and a hint only when it has a ctx
-            raise
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SQLAlchemyError as exc:
-            _fail(
-                f"the database refused the command ({exc.__class__.__name__}): "
-                "is it reachable, and migrated with `flask --app wsgi db upgrade`?"
-            )
-
-
 @click.command("create-user", cls=OneLineCommand)
 @click.argument("email")
 @click.option("--role", required=True, type=click.Choice(["admin", "marketer", "analyst"]))
@@ -89,7 +64,7 @@ def create_user_command(email: str, role: str, password_stdin: bool) -> None:
         )
     except AuthError as exc:
         db.session.rollback()
-        _fail(f"{exc.field}: {exc.message}")
+        fail(f"{exc.field}: {exc.message}")
     db.session.commit()
     click.echo(f"Created {user.role.value} {user.email}")
 
@@ -106,7 +81,7 @@ def create_api_key_command(name: str, scopes: str) -> None:
         )
     except AuthError as exc:
         db.session.rollback()
-        _fail(f"{exc.field}: {exc.message}")
+        fail(f"{exc.field}: {exc.message}")
     db.session.commit()
     click.echo(
         f"Created API key {key.name!r} with scopes {key.scopes}. Keep it; it is shown once:",
@@ -130,10 +105,10 @@ def worker_command(queue_names: tuple[str, ...], burst: bool, name: str | None) 
     """Run an RQ worker on the configured Redis (the embedded one when REDIS_URL is unset)."""
     unknown = set(queue_names) - set(queues.ALL)
     if unknown:
-        _fail(f"--queue: unknown queue {sorted(unknown)[0]!r}; choose from {', '.join(queues.ALL)}")
+        fail(f"--queue: unknown queue {sorted(unknown)[0]!r}; choose from {', '.join(queues.ALL)}")
     # The app is created before RQ forks a work horse per job (preload).
     runtime.use_app(current_app._get_current_object())
-    connection = _redis_or_fail()
+    connection = _redis_orfail()
     worker = Worker(list(queue_names or queues.ALL), connection=connection, name=name)
     worker.work(burst=burst, with_scheduler=True)
 
@@ -145,7 +120,7 @@ def cron_command() -> None:
 
     Run one or several: only the one holding the lease enqueues.
     """
-    scheduler = LeaderCronScheduler(connection=_redis_or_fail())
+    scheduler = LeaderCronScheduler(connection=_redis_orfail())
     register_all(scheduler)
     scheduler.start()
 
@@ -157,7 +132,7 @@ def redis_command(action: str) -> None:
     """Start, stop or check the embedded Redis (only when REDIS_URL is unset)."""
     settings = current_app.config["TENURE_SETTINGS"]
     if settings.redis_url is not None:
-        _fail("REDIS_URL is set: Tenure uses that server, not the embedded one")
+        fail("REDIS_URL is set: Tenure uses that server, not the embedded one")
     path = settings.instance_path
     if action == "start":
         click.echo(redis_server.ensure_running(path))
@@ -169,12 +144,12 @@ def redis_command(action: str) -> None:
         sys.exit(0 if running else 1)
 
 
-def _redis_or_fail():
+def _redis_orfail():
     try:
         connection = get_redis()
         connection.ping()
     except (RedisError, redis_server.EmbeddedRedisError, OSError) as exc:
-        _fail(f"cannot reach Redis: {exc}")
+        fail(f"cannot reach Redis: {exc}")
     return connection
 
 
@@ -194,9 +169,9 @@ def _run_import(path: str, dry_run: bool, kind: str) -> None:
         with open(path, "rb") as f:
             text = csv_import.decode(f.read())
     except OSError as exc:
-        _fail(f"FILE: cannot read {path}: {exc.strerror}")
+        fail(f"FILE: cannot read {path}: {exc.strerror}")
     except csv_import.CsvError as exc:
-        _fail(f"FILE: {exc}")
+        fail(f"FILE: {exc}")
     lines = max(text.count("\n"), 1)
     try:
         with click.progressbar(length=lines, label=f"Checking {kind}", file=sys.stderr) as bar:
@@ -205,12 +180,12 @@ def _run_import(path: str, dry_run: bool, kind: str) -> None:
             )
     except csv_import.CsvError as exc:
         db.session.rollback()
-        _fail(f"FILE: {exc}")
+        fail(f"FILE: {exc}")
     for error in report.errors:
         click.echo(str(error), err=True)
     if report.errors:
         db.session.rollback()
-        _fail(f"{len(report.errors)} of {report.rows} rows are bad; nothing was imported")
+        fail(f"{len(report.errors)} of {report.rows} rows are bad; nothing was imported")
     if dry_run:
         db.session.rollback()
         click.echo(f"{report.rows} rows checked, all good (dry run: nothing written)")
@@ -285,7 +260,7 @@ def export_members_command(
     pairs = [a.split(":", 1) for a in attributes]
     for attribute, pair in zip(attributes, pairs, strict=True):
         if len(pair) != 2 or not 1 <= len(pair[0]) <= 64:
-            _fail(f"--attribute: write key:value, not {attribute!r}")
+            fail(f"--attribute: write key:value, not {attribute!r}")
     try:
         filters = csv_import.export_filter(
             timezone=current_app.config["TENURE_SETTINGS"].timezone,
@@ -297,7 +272,7 @@ def export_members_command(
             attributes=dict(pairs),
         )
     except InvalidField as exc:
-        _fail(f"--{exc.field.replace('_', '-')}: {exc.message}")
+        fail(f"--{exc.field.replace('_', '-')}: {exc.message}")
     to_file = output != "-"
     try:
         # Atomic: a file appears whole, under its name, or not at all.
@@ -307,7 +282,7 @@ def export_members_command(
             for chunk in csv_import.export_members(db.session, filters):
                 out.write(chunk.encode())
     except OSError as exc:
-        _fail(f"--output: cannot write {output}: {exc.strerror or exc}")
+        fail(f"--output: cannot write {output}: {exc.strerror or exc}")
     if to_file:
         click.echo(f"Members written to {output}", err=True)
 
@@ -335,9 +310,9 @@ def lifecycle_run_command(full: bool, as_of_text: str | None) -> None:
         try:
             as_of = parse_time(as_of_text, "--as-of")
         except InvalidField as exc:
-            _fail(str(exc))
+            fail(str(exc))
         if as_of > now:
-            _fail(f"--as-of: {as_of_text} is in the future")
+            fail(f"--as-of: {as_of_text} is in the future")
     steps = lifecycle_run.STEPS
     timezone = current_app.config["TENURE_SETTINGS"].timezone
     try:
@@ -355,11 +330,11 @@ def lifecycle_run_command(full: bool, as_of_text: str | None) -> None:
         db.session.commit()
     except lifecycle_run.LifecycleBusy:
         db.session.rollback()
-        _fail("another lifecycle run is in progress; run again when it has finished")
+        fail("another lifecycle run is in progress; run again when it has finished")
     except SQLAlchemyError as exc:
         db.session.rollback()
         if lifecycle_run.is_busy(exc):
-            _fail("another lifecycle run is in progress; run again when it has finished")
+            fail("another lifecycle run is in progress; run again when it has finished")
         raise
     click.echo(_summary(result))
     try:
@@ -396,9 +371,9 @@ def journeys_tick_command(as_of_text: str | None) -> None:
         try:
             now = parse_time(as_of_text, "--as-of")
         except InvalidField as exc:
-            _fail(str(exc))
+            fail(str(exc))
         if now > clock.now():
-            _fail(f"--as-of: {as_of_text} is in the future")
+            fail(f"--as-of: {as_of_text} is in the future")
     settings = current_app.config["TENURE_SETTINGS"]
     result = journey_engine.tick(
         db.session,

@@ -12,39 +12,14 @@ from typing import Any
 import click
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy.exc import SQLAlchemyError
 
 from app import clock
 from app.extensions import db
+from app.oneline import OneLineGroup, fail
 from simulator import campaigns, report, tenure
 from simulator import run as simulation
 from simulator.params import ParamError
 from simulator.params import load as load_params
-
-
-def _fail(message: str) -> None:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(2)
-
-
-class OneLineGroup(click.Group):
-    """A group whose bad arguments end in one line, without click's usage block."""
-
-    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
-        try:
-            return super().make_context(*args, **kwargs)
-        except click.UsageError as exc:
-            exc.ctx = None
-            raise
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SQLAlchemyError as exc:
-            _fail(
-                f"the database refused the command ({exc.__class__.__name__}): "
-                "is it reachable, and migrated with `flask --app wsgi db upgrade`?"
-            )
 
 
 def folder() -> Path:
@@ -131,8 +106,9 @@ def simulate_group(ctx: click.Context, **options: Any) -> None:
             )
     except KeyboardInterrupt:
         db.session.rollback()
-        _fail(
-            f"stopped; the last whole day is saved: continue with --resume ({sim.next_day} of {plan.days} days)"
+        fail(
+            f"stopped at day {sim.next_day} of {plan.days}; the last whole day is saved: "
+            "`flask --app wsgi simulate --resume` continues"
         )
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -160,7 +136,7 @@ def _line(p: simulation.Progress) -> str:
 def _new(options: dict[str, Any]) -> simulation.Simulation:
     for name in ("members", "days"):
         if options[name] is None:
-            _fail(f"--{name}: give it (or --resume to continue a saved simulation)")
+            fail(f"--{name}: give it (or --resume to continue a saved simulation)")
     settings = current_app.config["TENURE_SETTINGS"]
     today = clock.local_date(clock.now())
     start = options["start"].date() if options["start"] else None
@@ -170,7 +146,7 @@ def _new(options: dict[str, Any]) -> simulation.Simulation:
     try:
         params = load_params(options["params_path"])
     except ParamError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     plan = simulation.Plan(
         members=options["members"],
         days=days,
@@ -185,9 +161,9 @@ def _new(options: dict[str, Any]) -> simulation.Simulation:
         tenure.check_instance(db.session)
         simulation.check_database(db.session, None)
     except (simulation.SimulationError, tenure.Refused) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if simulation.state_path(folder()).exists():
-        _fail(
+        fail(
             f"{simulation.state_path(folder())} holds a simulation the database does not: "
             "remove it, or use a new instance"
         )
@@ -197,15 +173,15 @@ def _new(options: dict[str, Any]) -> simulation.Simulation:
 def _resume(options: dict[str, Any]) -> simulation.Simulation:
     given = [n for n in ("members", "days", "start", "params_path") if options[n] is not None]
     if given:
-        _fail(f"--{given[0].replace('_path', '')}: --resume continues the saved plan unchanged")
+        fail(f"--{given[0].replace('_path', '')}: --resume continues the saved plan unchanged")
     try:
         sim = simulation.load(folder())
         tenure.check_instance(db.session)
         simulation.check_database(db.session, sim)
     except (simulation.SimulationError, tenure.Refused) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if sim.done:
-        _fail(f"--resume: the simulation is complete ({sim.plan.days} days)")
+        fail(f"--resume: the simulation is complete ({sim.plan.days} days)")
     return sim
 
 
@@ -216,5 +192,5 @@ def report_command() -> None:
     try:
         sim = simulation.load(folder())
     except simulation.SimulationError:
-        _fail("no simulation in this instance: run `flask --app wsgi simulate` first")
+        fail("no simulation in this instance: run `flask --app wsgi simulate` first")
     click.echo(report.render(report.build(db.session, sim)))
