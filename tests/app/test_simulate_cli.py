@@ -261,3 +261,48 @@ def test_the_same_seed_gives_the_same_numbers_and_a_resumed_run_the_same(make_ap
     result = other.test_cli_runner().invoke(args=[*SMALL, "--seed", "10"])
     assert result.exit_code == 0
     assert _fingerprint(other) != _fingerprint(first)
+
+
+def test_members_answer_a_points_reminder_by_spending_points(cli, session):
+    """A marketer rehearses a points expiry reminder: published before the simulation,
+    it acts from the first day, and reminded members spend their points."""
+    from journeys import versions
+    from journeys.models import MessageTemplate
+    from members import points
+    from members.loyalty import PointsEntry
+
+    points.SETTING.save(
+        session,
+        points.PointsRules(expiry_months=1, notice_days=7),
+        actor="t",
+        now=NOW - dt.timedelta(days=60),
+    )
+    session.add(
+        MessageTemplate(
+            key="pts", name="pts", channel="sms", body="{{ member.name }}，您的积分7天后到期"
+        )
+    )
+    definition = {
+        "trigger": {"type": "date", "field": "points_expiry", "days_before": 7, "at": "10:00"},
+        "entry": {"reentry": "after_days", "reentry_days": 20},
+        "start": "tell",
+        "steps": {
+            "tell": {"type": "send", "channel": "sms", "template": "pts", "next": "done"},
+            "done": {"type": "exit"},
+        },
+    }
+    journey = versions.create(
+        session, key="points_reminder", name="积分到期提醒", definition_data=definition,
+        actor="t", now=NOW - dt.timedelta(days=60),
+    )  # fmt: skip
+    versions.publish(session, journey, actor="t", now=NOW - dt.timedelta(days=60), approver=True)
+    session.commit()
+
+    result = cli.invoke(args=["simulate", "--members", "300", "--days", "50", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    reminded = _count(session, Message, Message.status == MessageStatus.DELIVERED)
+    assert reminded > 10
+    spent = session.scalars(select(PointsEntry).where(PointsEntry.source == "simulator")).all()
+    # About a third of the reminded spend (effects.points_reminder_redemption = 0.35).
+    assert 0.15 * reminded < len(spent) < 0.6 * reminded
+    assert all(entry.points < 0 for entry in spent)
