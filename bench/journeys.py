@@ -14,7 +14,7 @@ import os
 import random
 import time
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.extensions import db
 from bench.setup import instance
@@ -23,6 +23,7 @@ from journeys.models import Enrollment, Journey, Message
 from members import bulk
 from members.lifecycle import MemberFeatures, Stage
 from members.member import Member
+from simulator import dataset
 
 ENROLLMENTS = int(os.environ.get("BENCH_ENROLLMENTS", "100000"))
 ONE_TICK = 10_000
@@ -42,24 +43,14 @@ def run() -> None:
 def _prepare(members: int) -> list[engine.Live]:
     started = time.perf_counter()
     rng = random.Random(6)  # noqa: S311 (reproducible test data)
-    for start in range(0, members, CHUNK):
-        bulk.insert_ignore(
-            db.session,
-            Member.__table__,
-            [
-                {
-                    "external_id": f"m-{i}",
-                    "name": f"会员{i}",
-                    "joined_at": T0 - dt.timedelta(days=400),
-                    "stage": rng.choice(list(Stage)).value,
-                    "attributes": {"sensitivity": rng.choice(("price", "service"))},
-                    "created_at": T0,
-                    "updated_at": T0,
-                }
-                for i in range(start, min(start + CHUNK, members))
-            ],
-            "external_id",
-        )
+    # The virtual membership's people (names, phones, regions, sensitivity); stages
+    # and features spread at random, so that every journey has its audience.
+    dataset.members_only(
+        db.session, members, joined=T0 - dt.timedelta(days=400), seed=6, commit=db.session.commit
+    )
+    stages = list(Stage)
+    for i, stage in enumerate(stages):
+        db.session.execute(update(Member).where(Member.id % len(stages) == i).values(stage=stage))
     ids = db.session.scalars(select(Member.id).order_by(Member.id)).all()
     for start in range(0, len(ids), CHUNK):
         bulk.insert_ignore(

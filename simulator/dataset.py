@@ -74,6 +74,27 @@ def fill(
     return Filled(members, written)
 
 
+def members_only(
+    session: Session,
+    count: int,
+    *,
+    joined: dt.datetime,
+    seed: int = 1,
+    params: Params | None = None,
+    commit: Callable[[], None] | None = None,
+) -> None:
+    """``count`` of the model's members (names, phones, regions, time zones, consent,
+    the ``sensitivity`` attribute), all joined at ``joined``, without events."""
+    params = params or Params()
+    traits = population.draw(params, count, 1, joined.date(), seed)
+    traits.joined[:] = 0
+    sim = model.Membership(params, traits, joined.date(), 1, seed)
+    clock = tenure.Clock(joined)
+    for first in range(0, count, BATCH):
+        _members(session, sim, first, min(first + BATCH, count), clock, joined)
+        (commit or session.flush)()
+
+
 def _members(session, sim, first: int, upto: int, clock, now) -> None:
     rows = []
     for i in range(first, upto):
