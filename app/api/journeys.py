@@ -362,7 +362,7 @@ class Draft(MethodView):
         )
 
 
-@blp.route("/<key>/versions/<int:number>")
+@blp.route("/<key>/versions/<int(min=1, max=2147483647):number>")
 class VersionView(MethodView):
     @require_scope(Scope.READ, Scope.WRITE)
     @blp.doc(**BEARER_DOC)

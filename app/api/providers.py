@@ -276,7 +276,7 @@ class Suppressions(MethodView):
         return row
 
 
-@blp.route("/suppressions/<int:suppression_id>")
+@blp.route("/suppressions/<int(min=1, max=2147483647):suppression_id>")
 class SuppressionById(MethodView):
     @require_scope(Scope.WRITE, Scope.ADMIN)
     @blp.doc(**BEARER_DOC)
