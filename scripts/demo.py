@@ -259,10 +259,12 @@ def experiment_line(app, settings) -> str | None:
         return None
     line = lines[0]
     covers = "inside" if line.covered else "outside"
+    more = "more" if line.estimate >= 0 else "fewer"
     return (
-        f"the service package keeps {report.percent(line.estimate)} more members at 90 days "
-        f"(95% CI {report.percent(line.low)} to {report.percent(line.high)}); the "
-        f"simulator's truth, {report.percent(line.truth)}, is {covers} it"
+        f"the service package keeps {abs(line.estimate) * 100:.1f}% {more} members buying "
+        f"within 90 days than the discount package (95% CI {report.percent(line.low)} to "
+        f"{report.percent(line.high)}); the simulator's truth, {report.percent(line.truth)}, "
+        f"is {covers} it"
     )
 
 
