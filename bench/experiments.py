@@ -26,6 +26,7 @@ from experiments.models import Assignment, Experiment, ExperimentStatus, Variant
 from members import bulk
 from members.event import Event
 from members.member import Member
+from simulator import dataset
 
 MEMBERS = int(os.environ.get("BENCH_MEMBERS", "1000000"))
 ORDERS = int(os.environ.get("BENCH_ORDERS", "5000000"))
@@ -68,10 +69,11 @@ def _prepare() -> Experiment:
     arms = [v.id for v in experiment.variants] + [None]
     rng = np.random.default_rng(1)
     per_member = ORDERS / MEMBERS
+    people = dataset.People(MEMBERS, joined=START - dt.timedelta(days=400), seed=1)
     event_id = 0
     for first in range(0, MEMBERS, CHUNK):
         count = min(CHUNK, MEMBERS - first)
-        _members(first, count)
+        _members(people, first, count)
         newest = select(Member.id).order_by(Member.id.desc()).limit(count)
         ids = session.scalars(newest).all()[::-1]
         arm = rng.choice(3, size=count, p=[0.45, 0.45, 0.10])
@@ -122,23 +124,9 @@ def _prepare() -> Experiment:
     return experiment
 
 
-def _members(first: int, count: int) -> None:
-    now = START - dt.timedelta(days=400)
-    bulk.insert_rows(
-        db.session,
-        Member.__table__,
-        [
-            {
-                "external_id": f"m-{i}",
-                "timezone": "Asia/Shanghai",
-                "attributes": {},
-                "joined_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for i in range(first, first + count)
-        ],
-    )
+def _members(people: dataset.People, first: int, count: int) -> None:
+    """The simulator's people: names, phones of their regions, time zones."""
+    bulk.insert_rows(db.session, Member.__table__, people.rows(first, first + count))
 
 
 def _measure(kind: str, experiment: Experiment) -> None:

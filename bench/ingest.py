@@ -27,6 +27,7 @@ from app import create_app, redis_server
 from app.auth.service import create_api_key
 from app.extensions import db
 from config import ROOT, Settings
+from simulator import dataset
 from tests.services import PostgresServer, free_port
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
@@ -114,21 +115,14 @@ def _wait(port: int) -> None:
     raise RuntimeError("gunicorn did not come up")
 
 
-def _body(batch: int) -> bytes:
-    events = []
-    for i in range(batch * BATCH, (batch + 1) * BATCH):
-        order = i % 5 == 0
-        events.append(
-            {
-                "event_id": f"ev-{i}",
-                "member": f"m-{i % MEMBERS}",
-                "type": "order" if order else "login",
-                "occurred_at": f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+08:00",
-                **({"amount": "199.00", "category": "美妆"} if order else {}),
-                "properties": {"channel": "app"},
-            }
-        )
-    return json.dumps({"events": events}).encode()
+def _bodies(batches: int) -> list[bytes]:
+    """What a membership sends: the simulator's members and their events (orders,
+    visits, check-ins, reviews, refunds), a thousand to a batch."""
+    events = dataset.api_events(batches * BATCH, members=MEMBERS, end=_now(), seed=4)
+    return [
+        json.dumps({"events": events[b * BATCH : (b + 1) * BATCH]}, ensure_ascii=False).encode()
+        for b in range(batches)
+    ]
 
 
 def _cpu(processes: list[psutil.Process]) -> float:
@@ -161,7 +155,7 @@ def _measure(
     rss: list[int] = [sum(w.memory_info().rss for w in workers)]
     # Bodies are built before the clock starts: the client shares the 2 cores with the
     # server, and what is measured is the server.
-    bodies = [_body(b) for b in range(batches)]
+    bodies = _bodies(batches)
 
     def client(batch_ids: list[int]) -> int:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)

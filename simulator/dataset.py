@@ -74,6 +74,21 @@ def fill(
     return Filled(members, written)
 
 
+class People:
+    """The model's members as rows for the members table, made a batch at a time."""
+
+    def __init__(self, count: int, *, joined: dt.datetime, seed: int = 1, params=None):
+        params = params or Params()
+        traits = population.draw(params, count, 1, joined.date(), seed)
+        traits.joined[:] = 0
+        self.sim = model.Membership(params, traits, joined.date(), 1, seed)
+        self.clock = tenure.Clock(joined)
+        self.joined = joined
+
+    def rows(self, first: int, upto: int) -> list[dict]:
+        return _member_rows(self.sim, first, upto, self.clock, self.joined)
+
+
 def members_only(
     session: Session,
     count: int,
@@ -85,17 +100,19 @@ def members_only(
 ) -> None:
     """``count`` of the model's members (names, phones, regions, time zones, consent,
     the ``sensitivity`` attribute), all joined at ``joined``, without events."""
-    params = params or Params()
-    traits = population.draw(params, count, 1, joined.date(), seed)
-    traits.joined[:] = 0
-    sim = model.Membership(params, traits, joined.date(), 1, seed)
-    clock = tenure.Clock(joined)
+    people = People(count, joined=joined, seed=seed, params=params)
     for first in range(0, count, BATCH):
-        _members(session, sim, first, min(first + BATCH, count), clock, joined)
+        rows = people.rows(first, min(first + BATCH, count))
+        bulk.insert_ignore(session, Member.__table__, rows, "external_id")
         (commit or session.flush)()
 
 
 def _members(session, sim, first: int, upto: int, clock, now) -> None:
+    rows = _member_rows(sim, first, upto, clock, now)
+    bulk.insert_ignore(session, Member.__table__, rows, "external_id")
+
+
+def _member_rows(sim, first: int, upto: int, clock, now) -> list[dict]:
     rows = []
     for i in range(first, upto):
         profile = population.profile(sim.params, sim.traits, i, sim.seed)
@@ -115,7 +132,7 @@ def _members(session, sim, first: int, upto: int, clock, now) -> None:
                 "updated_at": now,
             }
         )
-    bulk.insert_ignore(session, Member.__table__, rows, "external_id")
+    return rows
 
 
 def _event_rows(sim, events: model.Events, member_ids, clock, now) -> list[dict]:
@@ -136,3 +153,37 @@ def _event_rows(sim, events: model.Events, member_ids, clock, now) -> list[dict]
             }
         )
     return rows
+
+
+def api_events(
+    count: int, *, members: int, end: dt.datetime, seed: int = 1, params: Params | None = None
+) -> list[dict]:
+    """``count`` events of ``members`` members as a shop would POST them to
+    /api/v1/events (the model's days up to ``end``, as many as it takes)."""
+    params = params or Params()
+    # About 0.05 events a member a day: enough days to end near ``end``.
+    days = min(3650, int(count / (members * 0.05)) + 30)
+    start = (end - dt.timedelta(days=days)).date()
+    traits = population.draw(params, members, 1, start, seed)
+    traits.joined[:] = -1  # everyone a member from the start
+    sim = model.Membership(params, traits, start, days, seed)
+    clock = tenure.Clock(dt.datetime.combine(start, dt.time(0), dt.UTC))
+    out: list[dict] = []
+    day = 0
+    while len(out) < count and day < days:
+        events = sim.step(day)
+        day += 1
+        for record in tenure.event_records(sim, events.take(events.time < day), clock):
+            item = {
+                "event_id": record.event_id,
+                "member": record.member,
+                "type": record.type,
+                "occurred_at": record.occurred_at.isoformat(),
+                "properties": record.properties,
+            }
+            if record.amount is not None:
+                item["amount"] = str(record.amount)
+            if record.category:
+                item["category"] = record.category
+            out.append(item)
+    return out[:count]
