@@ -162,9 +162,15 @@ def load(folder: Path) -> Simulation:
         raise SimulationError(
             f"--resume: no simulation to continue in {folder} (start one with --members)"
         )
-    with path.open("rb") as source:
-        # The instance folder is Tenure's own (it holds the secret key too).
-        sim = pickle.load(source)  # noqa: S301
+    try:
+        with path.open("rb") as source:
+            # The instance folder is Tenure's own (it holds the secret key too).
+            sim = pickle.load(source)  # noqa: S301
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
+        raise SimulationError(
+            f"--resume: the saved simulation {path} cannot be read ({exc.__class__.__name__}); "
+            "start a new one on a new instance"
+        ) from None
     plan = sim.plan
     params = params_module.from_dict(plan.params)
     sim.membership.params = params

@@ -306,3 +306,21 @@ def test_members_answer_a_points_reminder_by_spending_points(cli, session):
     # About a third of the reminded spend (effects.points_reminder_redemption = 0.35).
     assert 0.15 * reminded < len(spent) < 0.6 * reminded
     assert all(entry.points < 0 for entry in spent)
+
+
+def test_an_unreadable_saved_state_is_one_line(cli, session, tmp_path):
+    (tmp_path / "simulation").mkdir()
+    (tmp_path / "simulation" / simulation.STATE_FILE).write_bytes(b"not a simulation")
+    result = cli.invoke(args=["simulate", "--resume"])
+    assert result.exit_code == 2
+    assert "cannot be read (UnpicklingError)" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_params_file_is_kept_for_the_resume(cli, session, tmp_path):
+    path = tmp_path / "shop.toml"
+    path.write_text("[purchases]\nrate_mean = 0.03\n", encoding="utf-8")
+    result = cli.invoke(args=["simulate", "--members", "50", "--days", "6", "--params", str(path)])
+    assert result.exit_code == 0, result.output
+    sim = simulation.load(tmp_path / "simulation")
+    assert sim.params.purchases.rate_mean == 0.03
