@@ -32,6 +32,7 @@ from journeys.models import (
     Message,
     MessageStatus,
 )
+from journeys.webhook_models import WebhookEndpoint
 from members import ingest, lifecycle_run, points, profiles
 from members.loyalty import BenefitGrant
 from members.member import Channel, Member
@@ -61,12 +62,19 @@ class Refused(Exception):
 
 
 def check_instance(session: Session) -> None:
-    """Simulated members must never reach a real phone: no provider accounts."""
+    """Simulated members must never reach a real phone or a real system: no provider
+    accounts, no webhook endpoints."""
     accounts = session.scalar(select(func.count()).select_from(ProviderAccount))
     if accounts:
         raise Refused(
             f"this instance has {accounts} provider account(s): simulated members must not "
             "reach a real provider; simulate on an instance of its own"
+        )
+    endpoints = session.scalar(select(func.count()).select_from(WebhookEndpoint))
+    if endpoints:
+        raise Refused(
+            f"this instance has {endpoints} webhook endpoint(s): simulated members must not "
+            "reach a real system; simulate on an instance of its own"
         )
 
 

@@ -324,3 +324,14 @@ def test_a_params_file_is_kept_for_the_resume(cli, session, tmp_path):
     assert result.exit_code == 0, result.output
     sim = simulation.load(tmp_path / "simulation")
     assert sim.params.purchases.rate_mean == 0.03
+
+
+def test_an_instance_with_webhook_endpoints_is_refused(cli, session):
+    from journeys.webhook_models import WebhookEndpoint
+
+    session.add(WebhookEndpoint(url="https://shop.example/hook", secret_encrypted="x"))
+    session.commit()
+    result = cli.invoke(args=["simulate", "--members", "10", "--days", "5"])
+    assert result.exit_code == 2
+    assert "webhook endpoint(s): simulated members must not reach a real system" in result.output
+    assert _count(session, Member) == 0
