@@ -69,3 +69,7 @@ def _measure(kind: str, app) -> None:
         flush=True,
     )
     print(report.render(report.build(db.session, sim)), flush=True)
+
+
+if __name__ == "__main__":
+    run()
