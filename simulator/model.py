@@ -226,7 +226,8 @@ class Membership:
         )
         logged_in = (u_login < t.login[o] * login_level * share_of_day) | (orders > 0)
 
-        # Order times and values: independent draws, the twins' as well.
+        # Order times: the member's hour of the day, shared with their twins; values
+        # are drawn for each row.
         has = np.flatnonzero(orders)
         order_rows = np.repeat(rows[has], orders[has])
         start_of = np.repeat(np.maximum(joined[has], day), orders[has])
@@ -265,7 +266,11 @@ class Membership:
         # Only members (not twins) write events.
         real = order_rows < n
         events = [self._orders(rng, order_o[real], times[real], value[real])]
-        events.append(self._coupons(order_o[uses & real], times[uses & real], codes[real[uses]]))
+        # A coupon Tenure granted names its code; one without a code writes nothing.
+        used = uses & real
+        used_codes = codes[real[uses]]
+        coded = used_codes > 0
+        events.append(self._coupons(order_o[used][coded], times[used][coded], used_codes[coded]))
         login_o = o[logged_in & (rows < n)]
         events.extend(self._visits(rng, login_o, day))
         merged = Events.empty()
