@@ -141,7 +141,7 @@ def _new(options: dict[str, Any]) -> simulation.Simulation:
     today = clock.local_date(clock.now())
     start = options["start"].date() if options["start"] else None
     days = options["days"]
-    if start is None and days is not None and days >= 0:
+    if start is None and days >= 0:
         start = today - dt.timedelta(days=days)
     try:
         params = load_params(options["params_path"])
@@ -157,7 +157,7 @@ def _new(options: dict[str, Any]) -> simulation.Simulation:
         params=params.as_dict() if options["params_path"] else {},
     )
     try:
-        simulation.check_plan(plan, today)
+        params = simulation.check_plan(plan, today)
         tenure.check_instance(db.session)
         simulation.check_database(db.session, None)
     except (simulation.SimulationError, tenure.Refused) as exc:

@@ -1014,16 +1014,16 @@ class _Batch:
             found = self._experiment(key)
             if found is None or found.status != "running":
                 continue
-            condition = found.audience.get("condition")
-            if condition:
-                wanted = audience.read(condition)
-                members = [
-                    m
-                    for m in members
-                    if conditions.holds(wanted, audience.record(m, self.features.get(m.id)))
-                ]
+            members = [m for m in members if self._in_audience(found, m)]
             placed = manage.place_many(self.session, found, members, now=self.now)
             self.placed.update({(found.id, member_id): p for member_id, p in placed.items()})
+
+    def _in_audience(self, experiment: Experiment, member: Any) -> bool:
+        condition = experiment.audience.get("condition")
+        if not condition:
+            return True
+        record = audience.record(member, self.features.get(member.id))
+        return conditions.holds(audience.read(condition), record)
 
     def _experiment(self, key: str) -> Experiment | None:
         if key not in self.experiments:
@@ -1175,11 +1175,10 @@ class _Batch:
         found = self._experiment(step["experiment"])
         if found is None or found.status != "running":
             return experiment_fallback(step, found)
-        condition = found.audience.get("condition")
-        if condition and not manage.recorded_assignment(self.session, found.id, member.id):
-            record = audience.record(member, self.features.get(member.id))
-            if not conditions.holds(audience.read(condition), record):
-                return experiment_fallback(step, found)  # not for this experiment
+        if not self._in_audience(found, member) and not manage.recorded_assignment(
+            self.session, found.id, member.id
+        ):
+            return experiment_fallback(step, found)  # not for this experiment
         placed = self.placed.get((found.id, member.id))
         if placed is None:
             placed = manage.place(self.session, found, member, now=self.now)

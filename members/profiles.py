@@ -248,21 +248,9 @@ def record_consents(
     """set_consent() for many members at once, set-based: (member id, channel, granted)
     triples, each appended to consent_log; for sign-ups that arrive in bulk (an import,
     the simulator). Returns how many were recorded."""
-    rows = [
-        {
-            "member_id": member_id,
-            "channel": channel.value,
-            "granted": granted,
-            "source": source,
-            "at": now,
-            "note": None,
-        }
-        for member_id, channel, granted in changes
-    ]
+    changes = list(changes)
     by_change: dict[tuple[Channel, bool], list[int]] = {}
-    for member_id, channel, granted in (
-        (r["member_id"], Channel(r["channel"]), r["granted"]) for r in rows
-    ):
+    for member_id, channel, granted in changes:
         by_change.setdefault((channel, granted), []).append(member_id)
     for (channel, granted), ids in by_change.items():
         column = getattr(Member, CONSENT_COLUMNS[channel])
@@ -274,6 +262,17 @@ def record_consents(
                 .values({column: granted, Member.updated_at: now})
                 .execution_options(synchronize_session=False)
             )
+    rows = [
+        {
+            "member_id": member_id,
+            "channel": channel.value,
+            "granted": granted,
+            "source": source,
+            "at": now,
+            "note": None,
+        }
+        for member_id, channel, granted in changes
+    ]
     bulk.insert_rows(session, ConsentRecord.__table__, rows)
     return len(rows)
 

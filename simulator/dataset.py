@@ -49,8 +49,7 @@ def fill(
     start = (end.astimezone(ZoneInfo(zone)) - dt.timedelta(days=days)).date()
     traits = population.draw(params, members, days, start, seed)
     sim = model.Membership(params, traits, start, days, seed, zone)
-    origin = dt.datetime.combine(start, dt.time(0), ZoneInfo(zone)).astimezone(dt.UTC)
-    clock = tenure.Clock(origin)
+    clock = tenure.Clock.starting(start, zone)
     for first in range(0, members, BATCH):
         _members(session, sim, first, min(first + BATCH, members), clock, end)
         commit()

@@ -159,12 +159,12 @@ class Membership:
         self.orders_of: dict[int, list[float]] = {}  # rows whose order times are kept
         self.codes: list[str] = [""]  # coupon codes, by index; 0 is none
         self.coupon_code = np.zeros(n, np.int64)
-        self.member_ids = np.zeros(n, np.int64)  # Tenure's id of each member, once joined
         self.twins: dict[int, list[Twin]] = {}
         self.entries: list[Entry] = []
         self.recent_messages: dict[int, list[float]] = {}
         self.serial = 0  # orders numbered across the run
         self._today = (np.zeros(0, np.int64), np.zeros(0))  # today's orders: rows, times
+        self._shifts: tuple[int | None, np.ndarray] = (None, np.zeros(0))
 
     @property
     def members(self) -> int:
@@ -359,6 +359,12 @@ class Membership:
         return shifts[self.traits.region[self.origin[rows]]]
 
     def zone_shifts(self, day: int) -> np.ndarray:
+        """Per region, on ``day``: the same for every member and message of the day."""
+        if self._shifts[0] != day:
+            self._shifts = (day, self._zone_shifts(day))
+        return self._shifts[1]
+
+    def _zone_shifts(self, day: int) -> np.ndarray:
         date = self.start + dt.timedelta(days=day, hours=12)
         programme = ZoneInfo(self.zone)
         noon = dt.datetime.combine(date, dt.time(12), programme)
@@ -492,8 +498,11 @@ class Membership:
         end = entry.at + entry.window
         if end > until:
             return None
-        times = self.orders_of.get(entry.rows[arm], [])
-        return any(entry.at < t <= end for t in times)
+        return self.ordered_between(entry.rows[arm], entry.at, end)
+
+    def ordered_between(self, row: int, start: float, stop: float) -> bool:
+        """Whether the row (a tracked member or a twin) ordered in (start, stop]."""
+        return any(start < t <= stop for t in self.orders_of.get(row, []))
 
 
 _ROW_ARRAYS = (

@@ -116,8 +116,8 @@ def _journey(session: Session, sim: Simulation, journey: Journey, cohort, end: f
     for entry in cohort:
         stop = min(entry.at + entry.window, end)
         rows = entry.rows
-        treated += _ordered(sim, rows["with"], entry.at, stop)
-        untreated += _ordered(sim, rows["without"], entry.at, stop)
+        treated += sim.membership.ordered_between(rows["with"], entry.at, stop)
+        untreated += sim.membership.ordered_between(rows["without"], entry.at, stop)
         n += 1
     truth = (treated - untreated) / n if n else None
     estimate = low = high = None
@@ -133,10 +133,6 @@ def _journey(session: Session, sim: Simulation, journey: Journey, cohort, end: f
         truth,
         n,
     )
-
-
-def _ordered(sim: Simulation, row: int, start: float, stop: float) -> int:
-    return int(any(start < t <= stop for t in sim.membership.orders_of.get(row, [])))
 
 
 def render(lines: list[Line]) -> str:

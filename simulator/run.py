@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 from sqlalchemy import select
@@ -90,9 +89,7 @@ class Simulation:
 
     @property
     def clock(self) -> tenure.Clock:
-        zone = ZoneInfo(self.zone)
-        midnight = dt.datetime.combine(self.plan.start, dt.time(0), zone)
-        return tenure.Clock(midnight.astimezone(dt.UTC))
+        return tenure.Clock.starting(self.plan.start, self.zone)
 
     @property
     def done(self) -> bool:

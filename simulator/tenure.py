@@ -15,12 +15,12 @@ from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
-import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from experiments.models import Assignment, Experiment, Variant
+from experiments.models import Assignment, Experiment
 from journeys import delivery
 from journeys import engine as journey_engine
 from journeys.channel_models import ProviderAccount
@@ -33,7 +33,7 @@ from journeys.models import (
     MessageStatus,
 )
 from journeys.webhook_models import WebhookEndpoint
-from members import ingest, lifecycle_run, points, profiles
+from members import bulk, ingest, lifecycle_run, points, profiles
 from members.loyalty import BenefitGrant
 from members.member import Channel, Member
 from simulator import model
@@ -84,6 +84,11 @@ class Clock:
 
     origin: dt.datetime  # aware, UTC
 
+    @classmethod
+    def starting(cls, day: dt.date, zone: str) -> Clock:
+        """Day 0.0 at midnight of ``day`` in the programme's time zone."""
+        return cls(dt.datetime.combine(day, dt.time(0), ZoneInfo(zone)).astimezone(dt.UTC))
+
     def at(self, t: float) -> dt.datetime:
         return self.origin + dt.timedelta(days=t)
 
@@ -122,19 +127,14 @@ def _join(session: Session, sim: Membership, first: int, upto: int, clock: Clock
         if not traits.personalised[i]:
             changes.append((member_id, Channel.PERSONALISED_MARKETING, False))
     profiles.record_consents(session, changes, source=SIGNUP, now=now)
-    sim.member_ids[first:upto] = [ids[i] for i in range(first, upto)]
 
 
 def _ids(session: Session, indices) -> dict[int, int]:
     wanted = [external_id(i) for i in indices]
-    found = {}
-    for start in range(0, len(wanted), 10_000):
-        chunk = wanted[start : start + 10_000]
-        rows = session.execute(
-            select(Member.external_id, Member.id).where(Member.external_id.in_(chunk))
-        )
-        found.update({index_of(e): i for e, i in rows})
-    return found
+    rows = bulk.rows_where_in(
+        session, Member.__table__, "external_id", wanted, ("external_id", "id")
+    )
+    return {index_of(external): member_id for external, member_id in rows}
 
 
 def send_events(
@@ -410,17 +410,17 @@ def placed_since(session: Session, after: int) -> list[Placed]:
         .where(a.id > after)
         .order_by(a.id)
     ).all()
+    if not rows:
+        return []
     packages: dict[int, dict[str, list]] = {}
     keys: dict[int, str] = {}
     names: dict[int, str] = {}
     for experiment in session.scalars(select(Experiment)):
         keys[experiment.id] = experiment.key
         arms = {}
-        for variant in session.scalars(
-            select(Variant).where(Variant.experiment_id == experiment.id)
-        ):
+        for variant in experiment.variants:
             names[variant.id] = variant.key
-            arms[variant.key] = list((variant.benefits or {}).get("benefits", []))
+            arms[variant.key] = _package((variant.benefits or {}).get("benefits", []))
         if experiment.holdout_percent:
             arms["holdout"] = []
         packages[experiment.id] = arms
@@ -437,7 +437,7 @@ def placed_since(session: Session, after: int) -> list[Placed]:
                 keys[row.experiment_id],
                 arm,
                 row.assigned_at,
-                {k: _package(v) for k, v in packages[row.experiment_id].items()},
+                packages[row.experiment_id],
             )
         )
     return out
@@ -492,10 +492,6 @@ def definition(session: Session, version_id: int | None, known: dict) -> dict[st
     return known[version_id]
 
 
-def last_id(session: Session, column) -> int:
-    return session.scalar(select(func.max(column))) or 0
-
-
 def withdraw(session: Session, member_id: int, channel: str, now: dt.datetime) -> None:
     member = session.get(Member, member_id)
     if member is None or member.erased_at is not None:
@@ -527,7 +523,3 @@ def redeem_points(session: Session, member_id: int, share: float, now, key: str)
         source="simulator",
     )
     return spend
-
-
-def zeros(n: int) -> np.ndarray:
-    return np.zeros(n, np.int64)

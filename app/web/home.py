@@ -72,9 +72,7 @@ def _figures() -> tuple[list[figures.Month], dict[str, int]]:
         data = json.loads(cached)
         year = [
             figures.Month(
-                dt.date.fromisoformat(m["start"]),
-                *(m[k] for k in ("members", "active", "buyers", "repeat_buyers", "orders")),
-                Decimal(m["sales"]),
+                **{**m, "start": dt.date.fromisoformat(m["start"]), "sales": Decimal(m["sales"])}
             )
             for m in data["year"]
         ]
