@@ -28,7 +28,7 @@ from members import programme
 from members.member import Member
 from simulator import params as params_module
 from simulator import population, tenure
-from simulator.model import REFERRAL, Events, Membership
+from simulator.model import ORDER, REFERRAL, Events, Membership
 from simulator.params import Params
 
 STATE_FILE = "simulation.pickle"
@@ -368,8 +368,9 @@ def _react(session: Session, sim: Simulation, at: float, now: dt.datetime) -> No
     since = clock.at(sim.last_tick) if sim.last_tick else clock.origin
     extra = []
     delivered = tenure.delivered_between(session, since, now, sim.definitions)
-    first = delivered[0].id if delivered else 0
-    luck = np.random.default_rng([sim.plan.seed, 6, first]).random((len(delivered), 3))
+    # Seeded by the tick, not by database ids (a PostgreSQL sequence differs between runs).
+    tick = round(at * 24)
+    luck = np.random.default_rng([sim.plan.seed, 6, tick]).random((len(delivered), 3))
     for message, draws in zip(delivered, luck, strict=True):
         when = clock.days(message.at)
         m.message(message.member, when, message.sources)
@@ -378,19 +379,24 @@ def _react(session: Session, sim: Simulation, at: float, now: dt.datetime) -> No
         if message.points_reminder and draws[1] < fx.points_reminder_redemption:
             key = f"sim-redeem-{message.id}"
             if tenure.redeem_points(session, message.member_id, 0.5 + draws[2] / 2, now, key):
+                # The order the points went on reaches Tenure too, at the next tick.
                 m.ordered(message.member, when, message.sources)
+                m.serial += 1
+                value = float(m.traits.order_value[message.member])
+                category = int(m.traits.category[message.member])
+                extra.append((message.member, ORDER, when, value, category, m.serial))
         if message.waiting_for == "referral" and draws[1] < fx.referral_after_invite:
-            extra.append((message.member, at + 0.01 + draws[2] * 0.1, message.id))
+            extra.append((message.member, REFERRAL, at + 0.01 + draws[2] * 0.1, 0, -1, message.id))
     if extra:
-        k = len(extra)
+        member, kind, time_, amount, category, ref = zip(*extra, strict=True)
         sim.pending = sim.pending.merge(
             Events(
-                np.array([e[0] for e in extra], np.int64),
-                np.full(k, REFERRAL, np.int8),
-                np.array([e[1] for e in extra]),
-                np.zeros(k, np.float32),
-                np.full(k, -1, np.int8),
-                np.array([e[2] for e in extra], np.int64),
+                np.array(member, np.int64),
+                np.array(kind, np.int8),
+                np.array(time_),
+                np.array(amount, np.float32),
+                np.array(category, np.int8),
+                np.array(ref, np.int64),
             )
         )
     sim.last_tick = at
